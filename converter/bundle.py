@@ -1,0 +1,147 @@
+"""Writing a bundle: every file goes to a hidden temporary directory beside the output, which is
+renamed into place only when the graph, weights, tokenizer, verification and manifest are complete.
+An interrupted or failed run removes its temporary directory and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+
+from converter.errors import DiskFull, OutputExists
+from converter.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, list_files, write_json_atomic
+from converter.onnx_io import graph_io, save_sharded
+from converter.quant.int4 import QuantSpec
+from converter.sources.base import LoadedSource
+from converter.variants import Variant
+
+VERSION = "0.1.0"
+
+
+@contextlib.contextmanager
+def staging_dir(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary directory that becomes `out` on success and disappears on any failure."""
+    if out.exists() and not force:
+        raise OutputExists(f"{out} already exists; choose another output directory or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(f"no space left on the device while writing {out}; free some space or choose another output") from None
+        raise
+    except BaseException:  # KeyboardInterrupt included: never leave a half-written bundle
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
+    onnx_dir = root / "onnx"
+    onnx_dir.mkdir(exist_ok=True)
+    inputs, outputs = graph_io(model)
+    shards = save_sharded(model, onnx_dir / variant.onnx_name)
+    return {
+        "model": f"onnx/{variant.onnx_name}",
+        "external_data": [f"onnx/{s.name}" for s in shards],
+        "activation_dtype": variant.activation_dtype,
+        "kv_dtype": variant.activation_dtype,
+        "requires_webgpu_features": list(variant.webgpu_features),
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+
+
+def write_model_files(source: LoadedSource, root: Path, variants: dict[str, dict]) -> None:
+    """config.json, generation_config.json and the tokenizer files, in the transformers.js layout."""
+    cfg = source.model.config.to_dict()
+    cfg["transformers.js_config"] = {
+        # transformers.js reads external weights only when told how many shards each graph has.
+        "use_external_data_format": {Path(v["model"]).name: len(v["external_data"]) for v in variants.values()},
+        "kv_cache_dtype": {"q4f16": "float16", "fp16": "float16"},
+    }
+    (root / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if source.model.generation_config is not None:
+        source.model.generation_config.save_pretrained(root)
+    source.tokenizer.save_pretrained(root)
+    tc_path = root / "tokenizer_config.json"
+    tc = json.loads(tc_path.read_text())
+    if source.chat_template and "chat_template" not in tc:
+        tc["chat_template"] = source.chat_template  # transformers.js reads it from here
+    tc_path.write_text(json.dumps(tc, indent=2, sort_keys=True) + "\n")
+    for stray in ("tokenizer.model",):  # the fast tokenizer.json is the only one the browser reads
+        (root / stray).unlink(missing_ok=True)
+
+
+def eos_ids(source: LoadedSource) -> list[int]:
+    eos = source.model.generation_config.eos_token_id if source.model.generation_config else None
+    eos = eos if eos is not None else source.tokenizer.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+def build_manifest(source: LoadedSource, root: Path, variants: dict[str, dict], quant: QuantSpec,
+                   verify: dict | None) -> dict:
+    c = source.model.config
+    n_params = sum(p.numel() for p in source.model.parameters())
+    files = list_files(root)
+    sizes = {f["path"]: f["size"] for f in files}
+    for name, v in variants.items():
+        v["bytes"] = sum(sizes[p] for p in [v["model"], *v["external_data"]])
+        v["bytes_per_parameter"] = round(v["bytes"] / n_params, 4)
+        v["quantization"] = quant.to_json() if name in ("q4", "q4f16") else None
+        v["verify"] = verify["variants"][name] if verify and name in verify["variants"] else None
+        if v["verify"]:
+            v["verify"] = {k: v["verify"][k] for k in ("max_abs_logit_diff", "mean_kl", "top1_agreement",
+                                                       "greedy_match", "first_divergence", "passed")}
+    tok = source.tokenizer
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "format": FORMAT,
+        "created_by": f"webllama {VERSION}",
+        "name": source.name,
+        "source": {"kind": source.kind, "path": source.path, "sha256": source.sha256, "revision": source.revision},
+        "architecture": "llama",
+        "config": {
+            "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
+            "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
+            "num_key_value_heads": c.num_key_value_heads,
+            "head_dim": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+            "rope_theta": c.rope_theta, "rope_scaling": c.rope_scaling,
+            "tie_word_embeddings": c.tie_word_embeddings, "rms_norm_eps": c.rms_norm_eps,
+        },
+        "context_length": c.max_position_embeddings,
+        "num_parameters": n_params,
+        "tokenizer": {
+            "file": "tokenizer.json", "config_file": "tokenizer_config.json",
+            "bos_token_id": tok.bos_token_id, "eos_token_ids": eos_ids(source),
+            "add_bos_token": bool(getattr(tok, "add_bos_token", False)),
+            "has_chat_template": bool(source.chat_template),
+        },
+        "variants": variants,
+        "verification": {"passed": verify["passed"]} if verify else None,
+        "files": files,
+    }
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    write_json_atomic(root / MANIFEST, manifest)
+
+

@@ -1,0 +1,83 @@
+"""source -> fp32 graph -> variants -> bundle (+ verification), the whole `webllama convert`."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from tqdm.auto import tqdm
+
+from converter.bundle import build_manifest, staging_dir, write_manifest, write_model_files, write_variant
+from converter.export_optimum import export_fp32
+from converter.manifest import Bundle, open_bundle
+from converter.quant.fp16 import to_fp16
+from converter.quant.int4 import QuantSpec, quantize_int4
+from converter.sources import load_source
+from converter.sources.base import LoadedSource
+from converter.variants import Variant, parse_variants
+from converter.verify import raise_if_failed, verify_bundle
+
+
+@dataclass
+class ConvertOptions:
+    variants: list[Variant] = field(default_factory=lambda: parse_variants("q4"))
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    revision: str | None = None
+    verify: bool = True
+    force: bool = False
+    progress: bool = True
+
+
+def make_variant(base: onnx.ModelProto, variant: Variant, quant: QuantSpec) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    model.CopyFrom(base)
+    if variant.activation_dtype == "float16":
+        model = to_fp16(model)
+    if variant.int4:
+        model = quantize_int4(model, quant)
+    return model
+
+
+def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOptions | None = None) -> Bundle:
+    """Convert a model source into a bundle at `out_dir`; returns the opened bundle."""
+    opts = options or ConvertOptions()
+    opts.quant.validate()
+    out = Path(out_dir)
+    steps = ["load source", "export fp32 graph", *[f"write {v.name}" for v in opts.variants], "tokenizer + config"]
+    steps += ["verify"] if opts.verify else []
+    with staging_dir(out, opts.force) as tmp:
+        bar = tqdm(total=len(steps), desc="convert", unit="step", disable=not opts.progress)
+        bar.set_postfix_str(steps[0])
+        src = source if isinstance(source, LoadedSource) else load_source(source, revision=opts.revision)
+        bar.update()
+        bar.set_postfix_str(steps[1])
+        base = export_fp32(src, tmp)
+        bar.update()
+        variants = {}
+        for v in opts.variants:
+            bar.set_postfix_str(f"write {v.name}")
+            variants[v.name] = write_variant(make_variant(base, v, opts.quant), tmp, v)
+            gc.collect()
+            bar.update()
+        del base
+        for leftover in tmp.glob("optimum-*"):  # the exporter's scratch directory
+            shutil.rmtree(leftover, ignore_errors=True)
+        write_model_files(src, tmp, variants)
+        bar.update()
+        verify = None
+        if opts.verify:
+            bar.set_postfix_str("verify")
+            write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, None))
+            verify = verify_bundle(src, open_bundle(tmp), [v.name for v in opts.variants])
+            (tmp / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
+            bar.update()
+        write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify))
+    bar.close()
+    bundle = open_bundle(out)
+    if verify is not None:
+        raise_if_failed(verify, str(out))
+    return bundle

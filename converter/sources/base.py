@@ -1,0 +1,69 @@
+"""The Source protocol: every model source ends as the same thing, a LoadedSource.
+
+A source reader validates its files at the edge (magic numbers, sizes, architectures), fixes the
+known defects of its format, and hands back a transformers LlamaForCausalLM in float32 plus a fast
+tokenizer. Everything downstream (export, verify, the native eval backend) sees only that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from converter.registry import Registry
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+SUPPORTED_MODEL_TYPES = ("llama",)
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+
+
+@dataclass
+class LoadedSource:
+    kind: str  # "hf" | "gguf" | "llama2c"
+    path: str  # what the user gave (a path or a hub id)
+    name: str  # short display name, used for the bundle's "name"
+    sha256: str  # hash over the source files, so a bundle names exactly what it came from
+    model: LlamaForCausalLM  # float32, eval mode, on CPU
+    tokenizer: PreTrainedTokenizerFast
+    revision: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def chat_template(self) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None)
+
+
+@dataclass(frozen=True)
+class SourceReader:
+    """A registered source format: `detect` is cheap (names and magic bytes only), `load` does the work."""
+
+    kind: str
+    detect: Callable[[Path], bool]
+    load: Callable[..., LoadedSource]
+
+
+SOURCES: Registry[SourceReader] = Registry("model source")
+
+
+def sha256_files(paths: list[Path], chunk: int = 1 << 22) -> str:
+    """One digest over several files (name + bytes), in sorted order, so it is stable."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,116 @@
+"""GGUF files (llama.cpp), read through transformers' GGUF loader and dequantized to float32.
+
+transformers 4.57's GGUF tokenizer conversion has known defects for gpt2-style vocabularies
+(SmolLM2): EOS comes out as the wrong token and a BOS is added although the file says not to.
+`fix_tokenizer` restores both from the GGUF metadata, and the chat template is carried over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from converter.errors import BadFormat, MissingFile, UnsupportedArchitecture
+from converter.sources.base import SOURCES, LoadedSource, SourceReader, sha256_file
+
+GGUF_MAGIC = b"GGUF"
+
+
+def find_gguf(path: Path) -> Path:
+    if path.is_file():
+        return path
+    files = sorted(path.glob("*.gguf"))
+    if len(files) != 1:
+        raise MissingFile(f"{path}: expected exactly one .gguf file, found {len(files)}; pass the file itself")
+    return files[0]
+
+
+def read_metadata(path: Path) -> dict:
+    """The scalar and string metadata of a GGUF file (arrays of tokens/merges are skipped)."""
+    from gguf import GGUFReader
+
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise BadFormat(f"{path}: not a GGUF file (bad magic); pass a .gguf model file")
+    try:
+        reader = GGUFReader(path)
+    except Exception as e:
+        raise BadFormat(f"{path}: cannot read the GGUF file ({type(e).__name__}: {e}); it is truncated or corrupt") from None
+    meta = {}
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer.ggml.") and key.split(".")[-1] in ("tokens", "merges", "token_type", "scores"):
+            continue
+        try:
+            meta[key] = field.contents()
+        except Exception:  # exotic field types we do not need
+            continue
+    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
+    if end > path.stat().st_size:
+        raise BadFormat(f"{path}: truncated: tensors end at byte {end}, file has {path.stat().st_size}")
+    return meta
+
+
+def fix_tokenizer(tokenizer, meta: dict):
+    """Restore EOS/BOS behaviour and the chat template from the GGUF metadata."""
+    from tokenizers import processors
+
+    eos_id = meta.get("tokenizer.ggml.eos_token_id")
+    if eos_id is not None:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(int(eos_id))
+    bos_id = meta.get("tokenizer.ggml.bos_token_id")
+    if bos_id is not None:
+        tokenizer.bos_token = tokenizer.convert_ids_to_tokens(int(bos_id))
+    pad_id = meta.get("tokenizer.ggml.padding_token_id")
+    if pad_id is not None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(int(pad_id))
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", True))
+    if hasattr(tokenizer, "add_bos_token"):
+        tokenizer.add_bos_token = add_bos
+    if not add_bos:
+        # The converted post-processor prepends BOS unconditionally; llama.cpp would not: drop it.
+        tokenizer.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    template = meta.get("tokenizer.chat_template")
+    if template:
+        tokenizer.chat_template = template
+    return tokenizer
+
+
+def detect(path: Path) -> bool:
+    if path.is_dir():
+        return any(path.glob("*.gguf"))
+    if path.suffix == ".gguf":
+        return True
+    with open(path, "rb") as f:
+        return f.read(4) == GGUF_MAGIC
+
+
+def load(path: Path, revision: str | None = None) -> LoadedSource:
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    file = find_gguf(path)
+    meta = read_metadata(file)
+    arch = meta.get("general.architecture")
+    if arch != "llama":
+        raise UnsupportedArchitecture(
+            f"{file}: GGUF architecture {arch!r} is not supported; webllama converts Llama-family models (llama)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+        model = LlamaForCausalLM.from_pretrained(file.parent, gguf_file=file.name, torch_dtype=torch.float32)
+    except Exception as e:
+        raise BadFormat(f"{file}: transformers cannot load this GGUF ({type(e).__name__}: {e})") from None
+    tokenizer = fix_tokenizer(tokenizer, meta)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.bos_token_id = tokenizer.bos_token_id
+    if model.generation_config is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.eval()
+    name = file.stem
+    return LoadedSource(
+        kind="gguf", path=str(path), name=name, sha256=sha256_file(file), model=model,
+        tokenizer=tokenizer, revision=None, files=[str(file)],
+    )
+
+
+SOURCES.add("gguf", SourceReader("gguf", detect, load))

@@ -1,0 +1,166 @@
+"""One evaluation run: backend x tasks -> OUTPUT/results.json + OUTPUT/samples/<task>.jsonl.
+
+OUTPUT also holds what makes a run resumable and auditable:
+    run_config.json        the request (model, backend, variant, tasks, limit, ...); a resume must match it
+    cache/lm_rank0.db      lm-eval's sqlite response cache (use_cache=); every scored request is written
+                           as soon as it is computed (cache_hook.add_partial), so an interrupted run
+                           restarts where it stopped instead of from zero
+    tasks/*.yaml           the generated offline task configs (see evalsuite.tasks)
+results.json carries a "webllama" block: schema_version, run id, model/bundle sha256, seed, versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from evalsuite import tasks as offline
+from evalsuite.errors import RunMismatch
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "run_config.json"
+CACHE_PREFIX = "cache/lm"  # lm-eval appends "_rank0.db"
+VERSIONED = ("webllama", "lm_eval", "torch", "transformers", "onnxruntime", "datasets", "tokenizers", "playwright")
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Everything that determines the numbers of a run (and so must match when resuming)."""
+
+    model: str
+    backend: str  # native | onnx | browser
+    tasks: tuple[str, ...]
+    output: str
+    variant: str | None = None
+    device: str | None = None  # browser: webgpu | wasm
+    provider: str | None = None  # onnx: an onnxruntime execution provider
+    limit: float | None = None
+    num_fewshot: int | None = None
+    data_dir: str | None = None
+    batch_size: int = 8
+    seed: int = 1234
+    extra: dict = field(default_factory=dict)
+
+    def fingerprint(self) -> dict:
+        """The fields a resumed run must share with the interrupted one (output dir excluded)."""
+        d = asdict(self)
+        d.pop("output")
+        return d
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED:
+        dist = "lm-eval" if name == "lm_eval" else name
+        try:
+            out[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def check_resume(req: EvalRequest, out: Path) -> bool:
+    """True if OUTPUT holds an earlier (possibly interrupted) run of the same request; error if another."""
+    cfg_path = out / CONFIG_FILE
+    if not cfg_path.is_file():
+        return False
+    old = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if old != json.loads(json.dumps(req.fingerprint())):
+        diff = sorted(k for k in set(old) | set(req.fingerprint()) if old.get(k) != req.fingerprint().get(k))
+        raise RunMismatch(
+            f"{out} holds a run with different settings ({', '.join(diff)}); its cache would give wrong "
+            "answers: pick a new --output or delete that folder"
+        )
+    return True
+
+
+class _DropCustomKwargsNotice(logging.Filter):
+    """lm-eval logs a usage hint for every task with a custom_dataset; ours are not user-facing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+def run_eval(req: EvalRequest, lm) -> dict:
+    """Evaluate `lm` (a WebllamaLM) on req.tasks; write results and samples under req.output."""
+    import lm_eval
+
+    out = Path(req.output)
+    resumed = check_resume(req, out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(req.fingerprint(), indent=2) + "\n", encoding="utf-8")
+    offline.quiet_index_logs()
+    logging.getLogger("lm_eval.api.task").addFilter(_DropCustomKwargsNotice())
+    data_dir = offline.resolve_data_dir(req.data_dir)
+    tm = offline.task_manager(data_dir, out)
+    names = offline.check_tasks(list(req.tasks), tm, data_dir)
+    started = time.time()
+    results = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=names,
+        num_fewshot=req.num_fewshot,
+        limit=req.limit,
+        use_cache=str(out / CACHE_PREFIX),
+        log_samples=True,
+        task_manager=tm,
+        random_seed=req.seed,
+        numpy_random_seed=req.seed,
+        torch_random_seed=req.seed,
+        fewshot_random_seed=req.seed,
+    )
+    results["webllama"] = _run_record(req, lm, data_dir, started, resumed)
+    write_results(results, out)
+    return results
+
+
+def _run_record(req: EvalRequest, lm, data_dir, started: float, resumed: bool) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": hashlib.sha256(json.dumps(req.fingerprint(), sort_keys=True).encode()).hexdigest()[:16],
+        "request": req.fingerprint(),
+        "model": lm.describe(),
+        "data_dir": str(data_dir) if data_dir else None,
+        "seed": req.seed,
+        "versions": versions(),
+        "resumed_from_cache": resumed,
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 2),
+    }
+
+
+def write_results(results: dict, out: Path) -> None:
+    """results.json without the samples; samples/<task>.jsonl, one logged sample per line."""
+    from lm_eval.utils import handle_non_serializable
+
+    samples = results.pop("samples", {}) or {}
+    body = json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False)
+    (out / RESULTS_FILE).write_text(body + "\n", encoding="utf-8")
+    (out / "samples").mkdir(exist_ok=True)
+    for task, rows in samples.items():
+        lines = [json.dumps(r, default=handle_non_serializable, ensure_ascii=False) for r in rows]
+        (out / "samples" / f"{task}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    results["samples"] = samples
+
+
+def load_run(path: str | Path) -> tuple[dict, dict[str, list[dict]]]:
+    """A run folder (or its results.json) -> (results dict, {task: samples})."""
+    from evalsuite.errors import DataMissing
+
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    res_path = folder / RESULTS_FILE
+    if not res_path.is_file():
+        raise DataMissing(f"{res_path} not found: give the --output folder of a finished `webllama eval` run")
+    results = json.loads(res_path.read_text(encoding="utf-8"))
+    samples = {}
+    for f in sorted((folder / "samples").glob("*.jsonl")):
+        samples[f.stem] = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
+    return results, samples

@@ -1,0 +1,67 @@
+"""`webllama serve BUNDLE_OR_DIR... [--host 127.0.0.1] [--port 8000] [--leaderboard DIR]`.
+
+`register(subparsers)` is called by the root parser in converter/cli.py. `python -m web.cli serve ...`
+runs the same subcommand without the root parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from converter.errors import WebllamaError
+
+
+class ServeFailed(WebllamaError):
+    """The server could not start: bad bundle path, missing npm install, port in use."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the chat page, the browser engine and bundles over HTTP",
+        description="Serve the chat page (/), the eval page (/eval.html), the engine and the given "
+        "bundles (/bundles/NAME/, listed at /api/models) with COOP/COEP headers.",
+    )
+    p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE_OR_DIR",
+                   help="a bundle folder (holds manifest.json) or a folder of bundle folders")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--leaderboard", type=Path, default=None, metavar="DIR",
+                   help="folder holding leaderboard .html reports; /leaderboard shows the newest")
+    p.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from web.server import ServeConfig, ServeError, WEB_DIR, create_app
+
+    if not (WEB_DIR / "node_modules" / "onnxruntime-web").is_dir():
+        raise ServeFailed(f"{WEB_DIR}/node_modules is missing onnxruntime-web; run `cd {WEB_DIR} && npm ci`")
+    try:
+        app = create_app(ServeConfig(bundle_paths=tuple(args.bundles), leaderboard_dir=args.leaderboard))
+    except ServeError as e:
+        raise ServeFailed(str(e)) from e
+    names = ", ".join(sorted(app.config["WEBLLAMA_BUNDLES"]))
+    sys.stderr.write(f"webllama: serving {names} on http://{args.host}:{args.port}/\n")
+    try:
+        app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+    except OSError as e:
+        raise ServeFailed(f"cannot listen on {args.host}:{args.port} ({e}); pick another --port") from e
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m web.cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except WebllamaError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

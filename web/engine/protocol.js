@@ -1,0 +1,53 @@
+// Wire protocol between the main thread (client.js / rpc.js) and the worker (handler.js).
+//
+// Every message is {kind, id, payload}. A call is answered by zero or more CHUNK messages (streamed
+// tokens, download progress) and then exactly one DONE or ERROR. CANCEL aborts the call with that id.
+
+/** @enum {string} */
+export const Kind = Object.freeze({
+  CALL: 'call', // main -> worker  payload: {method: string, args: unknown[]}
+  CANCEL: 'cancel', // main -> worker  payload: null
+  CHUNK: 'chunk', // worker -> main  payload: one streamed item
+  DONE: 'done', // worker -> main  payload: the call's return value
+  ERROR: 'error', // worker -> main  payload: WireError {name, message, data}
+});
+
+/** Methods the worker answers; the handler's dispatch table and the client use these names. */
+export const Method = Object.freeze({
+  LOAD: 'load', // (bundleUrl, options) chunks: LoadProgress; done: RuntimeInfo
+  CHAT: 'chatCompletion', // (request) chunks: ChatCompletionChunk; done: null
+  SCORE: 'scoreTokens', // ([{context, continuation}]) done: [{logprobs, greedy}]
+  GENERATE: 'generateTokens', // (promptIds, {max_tokens, stop_token_ids}) done: int[]
+  ENCODE: 'encode', // (text, {add_special_tokens}) done: int[]
+  DECODE: 'decode', // (ids, {skip_special_tokens}) done: string
+  APPLY_TEMPLATE: 'applyChatTemplate', // (messages) done: {text, ids}
+  RESET: 'resetChat', // () done: null; drops the KV cache
+  INFO: 'runtimeInfo', // () done: RuntimeInfo
+  UNLOAD: 'unload', // () done: null
+});
+
+/**
+ * @typedef {{kind: string, id: number, payload: any}} Message
+ *
+ * @typedef {object} LoadProgress
+ * @property {'download'|'cache'|'verify'|'session'|'ready'} stage
+ * @property {string} [file]            bundle-relative path of the file in flight
+ * @property {number} loaded_bytes      bytes received so far (all files)
+ * @property {number} total_bytes       bytes of all files of the chosen variant
+ * @property {number} bytes_per_s       recent download rate (0 when read from cache)
+ * @property {boolean} from_cache       the current file came from the Cache API
+ * @property {string} text              human-readable one-liner
+ *
+ * @typedef {object} RuntimeInfo
+ * @property {string} model             manifest.name
+ * @property {string} variant           q4 | q4f16 | fp16 | fp32
+ * @property {string} requested_provider  webgpu | wasm
+ * @property {string} execution_provider  the EP that really runs the heavy nodes (from ORT's placement log)
+ * @property {Record<string, number>} placement  EP name -> node count, from the verbose log
+ * @property {string[]} placement_log   the raw placement lines
+ * @property {{vendor: string, architecture: string, description: string, features: string[]}|null} adapter
+ * @property {string|null} fallback_reason  why WebGPU was not used, if it was not
+ * @property {number} context_length
+ * @property {number} load_s
+ * @property {boolean} from_cache       every file came from the Cache API
+ */

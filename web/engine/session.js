@@ -1,0 +1,198 @@
+// onnxruntime-web behind one small module: environment setup, WebGPU adapter probe, session
+// creation on one execution provider, placement check from ORT's verbose log, one run at a time.
+//
+// Which EP really runs is read from ORT's own log ("Node placements" / "All nodes placed on [...]"),
+// captured by a LogTap while the session is created, never inferred from what was requested.
+
+import { SessionError } from './errors.js';
+
+/** ORT EP names -> our provider names. */
+export const EP_NAMES = Object.freeze({
+  WebGpuExecutionProvider: 'webgpu',
+  JsExecutionProvider: 'webgpu',
+  CPUExecutionProvider: 'wasm',
+});
+
+const ORT_LINE = /\[[VIWEF]:onnxruntime:/;
+
+/**
+ * Tees console output so ORT's log lines (written through emscripten's console binding) can be read.
+ * Install it before onnxruntime-web initializes. ORT lines are forwarded to the real console only in
+ * verbose mode (a WebGPU session logs every kernel launch at INFO).
+ */
+export class LogTap {
+  /** @param {Console} target */
+  constructor(target) {
+    this.target = target;
+    /** @type {string[] | null} */
+    this.recording = null;
+    this.verbose = false;
+  }
+
+  install() {
+    for (const level of /** @type {const} */ (['log', 'info', 'warn', 'error', 'debug'])) {
+      const original = this.target[level].bind(this.target);
+      this.target[level] = (...args) => {
+        const line = args.map(String).join(' ');
+        const fromOrt = ORT_LINE.test(line);
+        if (fromOrt && this.recording) this.recording.push(line);
+        if (!fromOrt || this.verbose || /\[[EF]:onnxruntime:/.test(line)) original(...args);
+      };
+    }
+    return this;
+  }
+
+  start() { this.recording = []; }
+
+  /** @returns {string[]} the ORT lines seen since start() */
+  stop() {
+    const lines = this.recording || [];
+    this.recording = null;
+    return lines;
+  }
+}
+
+/**
+ * @typedef {{counts: Record<string, number>, ops: Record<string, string[]>, lines: string[]}} Placement
+ *
+ * Parse ORT's "Node placements" block.
+ * @param {string[]} lines
+ * @returns {Placement}
+ */
+export function parsePlacement(lines) {
+  /** @type {Record<string, number>} */
+  const counts = {};
+  /** @type {Record<string, string[]>} */
+  const ops = {};
+  const kept = [];
+  let current = null;
+  for (const line of lines) {
+    const m = /(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)/.exec(line);
+    if (m) {
+      current = m[1];
+      counts[current] = (counts[current] || 0) + Number(m[2]);
+      ops[current] = ops[current] || [];
+      kept.push(line.replace(/^.*?\] /, '').trim());
+      continue;
+    }
+    const node = current && /VerifyEachNodeIsAssignedToAnEp\]\s+(\S+) \(([^)]*)\)/.exec(line);
+    if (node && current) ops[current].push(node[1]);
+  }
+  return { counts, ops, lines: kept };
+}
+
+/**
+ * The provider that really runs the model: 'webgpu', 'wasm', or 'webgpu+wasm' when both hold nodes
+ * (ORT keeps small shape computations on CPU on purpose).
+ * @param {Placement} p @returns {string}
+ */
+export function effectiveProvider(p) {
+  const names = [...new Set(Object.keys(p.counts).filter((ep) => p.counts[ep] > 0).map((ep) => EP_NAMES[/** @type {keyof typeof EP_NAMES} */ (ep)] || ep))];
+  if (names.length === 0) return 'unknown';
+  return names.sort((a, b) => (a === 'webgpu' ? -1 : b === 'webgpu' ? 1 : a.localeCompare(b))).join('+');
+}
+
+/**
+ * Set onnxruntime-web's environment once, before the first session.
+ * @param {any} ort @param {{wasmPaths: string, numThreads: number, debug?: boolean}} o
+ */
+export function configureOrt(ort, o) {
+  ort.env.wasm.wasmPaths = o.wasmPaths;
+  ort.env.wasm.numThreads = o.numThreads;
+  ort.env.wasm.proxy = false; // we already are in a worker
+  ort.env.logLevel = o.debug ? 'verbose' : 'warning';
+}
+
+/**
+ * @typedef {{vendor: string, architecture: string, description: string, features: string[],
+ *            max_buffer_size: number}} AdapterInfo
+ *
+ * @param {any} gpu navigator.gpu (undefined without WebGPU)
+ * @returns {Promise<{info: AdapterInfo|null, reason: string|null}>}
+ */
+export async function probeAdapter(gpu) {
+  if (!gpu) return { info: null, reason: 'navigator.gpu is undefined (WebGPU disabled or unsupported)' };
+  let adapter = null;
+  try {
+    adapter = await gpu.requestAdapter();
+  } catch (e) {
+    return { info: null, reason: `requestAdapter failed: ${/** @type {Error} */ (e).message}` };
+  }
+  if (!adapter) return { info: null, reason: 'requestAdapter() returned null (no usable GPU)' };
+  const i = adapter.info || {};
+  return {
+    info: {
+      vendor: i.vendor || '', architecture: i.architecture || '', description: i.description || '',
+      features: [...adapter.features].sort(), max_buffer_size: adapter.limits.maxBufferSize,
+    },
+    reason: null,
+  };
+}
+
+export class Session {
+  /**
+   * @param {any} ort @param {any} session an ort.InferenceSession @param {string} requested
+   * @param {Placement} placement
+   */
+  constructor(ort, session, requested, placement) {
+    this.ort = ort;
+    this.session = session;
+    this.requested = requested;
+    this.placement = placement;
+    this.provider = effectiveProvider(placement);
+    /** @type {Promise<unknown>} */
+    this.tail = Promise.resolve();
+  }
+
+  /** @returns {string[]} */
+  get inputNames() { return this.session.inputNames; }
+  /** @returns {string[]} */
+  get outputNames() { return this.session.outputNames; }
+
+  /**
+   * Run once; calls are queued so only one run is in flight.
+   * @param {Record<string, any>} feeds @returns {Promise<Record<string, any>>}
+   */
+  run(feeds) {
+    const next = this.tail.then(() => this.session.run(feeds, { logSeverityLevel: 3 }));
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+
+  async release() {
+    await this.tail;
+    await this.session.release();
+  }
+}
+
+/**
+ * Create a session on one provider; throws SessionError with ORT's message.
+ * @param {any} ort
+ * @param {{model: Uint8Array, externalData: {path: string, data: Uint8Array}[], provider: 'webgpu'|'wasm',
+ *          gpuOutputs: string[], logTap: LogTap}} o
+ * @returns {Promise<Session>}
+ */
+export async function createSession(ort, o) {
+  /** @type {Record<string, string>} */
+  const location = {};
+  if (o.provider === 'webgpu') for (const name of o.gpuOutputs) location[name] = 'gpu-buffer';
+  const options = {
+    executionProviders: [o.provider === 'webgpu' ? { name: 'webgpu' } : 'wasm'],
+    externalData: o.externalData,
+    preferredOutputLocation: location,
+    graphOptimizationLevel: 'all',
+    logSeverityLevel: 0, // VERBOSE: the placement block is logged at this level
+    logVerbosityLevel: 0,
+  };
+  o.logTap.start();
+  let session;
+  try {
+    session = await ort.InferenceSession.create(o.model, options);
+  } catch (e) {
+    const lines = o.logTap.stop();
+    const err = lines.filter((l) => /\[[EF]:onnxruntime/.test(l)).slice(-3).join(' | ');
+    throw new SessionError(`onnxruntime-web could not create a ${o.provider} session: ${/** @type {Error} */ (e).message}${err ? ' (' + err + ')' : ''}`,
+      { provider: o.provider });
+  }
+  return new Session(ort, session, o.provider, parsePlacement(o.logTap.stop()));
+}

@@ -1,0 +1,261 @@
+"""Flask app that serves the chat page, the browser engine, onnxruntime-web's wasm files and bundles.
+
+`create_app(ServeConfig(...))` builds a fresh app; nothing lives at module level except constants.
+Every response carries COOP/COEP (cross-origin isolation, so onnxruntime-web can use threads) and
+CORP; bundle files answer Range requests (206) with a strong ETag equal to the file's sha256 from
+manifest.json. Paths are joined with werkzeug's safe_join, so `../` never leaves a served folder.
+
+URL layout (the engine relies on it: worker.js imports `../vendor/...`):
+  /                         static/index.html (chat page)     /eval.html  static/eval.html
+  /static/<path>            web/static                        /engine/<path>  web/engine
+  /vendor/<pkg>/<path>      whitelisted npm dist folders (ort, tokenizers, jinja)
+  /bundles/<slug>/<path>    one bundle folder                 /api/models     the bundles, summarized
+  /leaderboard              newest *.html of --leaderboard DIR, or a "no leaderboard yet" page
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import Flask, Response, abort, jsonify, send_file
+from werkzeug.security import safe_join
+
+WEB_DIR = Path(__file__).resolve().parent
+
+# npm package -> its dist folder inside node_modules; nothing else under node_modules is served.
+VENDOR_PACKAGES: dict[str, str] = {
+    "ort": "onnxruntime-web/dist",
+    "tokenizers": "@huggingface/tokenizers/dist",
+    "jinja": "@huggingface/jinja/dist",
+}
+
+MIME_TYPES: dict[str, str] = {
+    ".wasm": "application/wasm",
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".onnx": "application/octet-stream",
+    ".onnx_data": "application/octet-stream",
+    ".map": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+}
+
+CROSS_ORIGIN_HEADERS: dict[str, str] = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+_SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ServeError(ValueError):
+    """A path given to `serve` is not a bundle nor a folder of bundles (raised at startup)."""
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    slug: str  # URL segment under /bundles/
+    path: Path  # bundle folder (holds manifest.json)
+    manifest: dict
+    sha256: dict[str, str]  # file path (relative, posix) -> sha256 from manifest["files"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    bundle_paths: tuple[Path, ...] = ()  # bundle folders, or folders whose subfolders are bundles
+    leaderboard_dir: Path | None = None
+    static_dir: Path = WEB_DIR / "static"
+    engine_dir: Path = WEB_DIR / "engine"
+    node_modules: Path = WEB_DIR / "node_modules"
+    bundle_max_age: int = 0  # seconds; 0 = revalidate with the ETag (the engine keeps files in Cache API)
+    vendor_max_age: int = 86400  # pinned npm versions: safe to cache
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundle discovery
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ServeError(f"{folder}/manifest.json: cannot read it ({e}); convert the model again") from e
+    if manifest.get("format") != "webllama-bundle":
+        raise ServeError(f"{folder}/manifest.json: format is {manifest.get('format')!r}, "
+                         "expected 'webllama-bundle'")
+    return manifest
+
+
+def _bundle_folders(path: Path) -> list[Path]:
+    if (path / "manifest.json").is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
+        if found:
+            return found
+    raise ServeError(f"{path}: not a bundle (no manifest.json) nor a folder of bundles; "
+                     "create one with `webllama convert SOURCE OUT_DIR`")
+
+
+def discover_bundles(paths: tuple[Path, ...]) -> dict[str, BundleEntry]:
+    """slug -> BundleEntry for every bundle under `paths`; slugs are unique, URL-safe folder names."""
+    entries: dict[str, BundleEntry] = {}
+    for given in paths:
+        for folder in _bundle_folders(Path(given).resolve()):
+            manifest = _read_manifest(folder)
+            base = _SLUG_BAD.sub("-", folder.name).strip("-.") or "bundle"
+            slug, n = base, 2
+            while slug in entries:
+                slug, n = f"{base}-{n}", n + 1
+            sha = {f["path"]: f["sha256"] for f in manifest.get("files", [])}
+            entries[slug] = BundleEntry(slug, folder, manifest, sha)
+    return entries
+
+
+def model_summary(entry: BundleEntry) -> dict:
+    """The /api/models row for one bundle: what the picker shows, without the per-file list."""
+    m = entry.manifest
+    variants = {
+        name: {k: v.get(k) for k in ("bytes", "activation_dtype", "kv_dtype", "requires_webgpu_features")}
+        for name, v in sorted(m.get("variants", {}).items())
+    }
+    return {
+        "id": entry.slug,
+        "name": m.get("name", entry.slug),
+        "url": f"/bundles/{entry.slug}/",
+        "manifest_url": f"/bundles/{entry.slug}/manifest.json",
+        "architecture": m.get("architecture"),
+        "context_length": m.get("context_length"),
+        "num_parameters": m.get("num_parameters"),
+        "has_chat_template": m.get("tokenizer", {}).get("has_chat_template", False),
+        "variants": variants,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def _send(base: Path, rel: str, *, max_age: int, etag: str | bool = True) -> Response:
+    """send_file with Range/ETag support; 404 for anything outside `base` or missing."""
+    joined = safe_join(str(base), rel)
+    if joined is None or not Path(joined).is_file():
+        abort(404)
+    path = Path(joined)
+    resp = send_file(path, mimetype=_mime_for(path.name) or "application/octet-stream",
+                     conditional=True, etag=etag, max_age=max_age or None)
+    resp.headers["Accept-Ranges"] = "bytes"
+    resp.headers["Cache-Control"] = f"public, max-age={max_age}" if max_age else "no-cache"
+    return resp
+
+
+def _mime_for(name: str) -> str | None:
+    suffix = Path(name).suffix
+    if suffix in MIME_TYPES:
+        return MIME_TYPES[suffix]
+    if re.search(r"\.onnx_data(_\d+)?$", name):
+        return "application/octet-stream"
+    return None
+
+
+def _latest_html(folder: Path | None) -> Path | None:
+    if folder is None or not folder.is_dir():
+        return None
+    pages = [p for p in folder.glob("*.html") if p.is_file()]
+    return max(pages, key=lambda p: (p.stat().st_mtime, p.name)) if pages else None
+
+
+NO_LEADERBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>webllama leaderboard</title>
+<link rel="stylesheet" href="/static/style.css"></head><body><main class="notice">
+<h1>No leaderboard yet</h1><p>{why}</p><p><a href="/">Back to the chat</a></p></main></body></html>"""
+
+
+# ---------------------------------------------------------------------------------------------
+# App factory
+
+
+def create_app(cfg: ServeConfig) -> Flask:
+    """A new Flask app serving `cfg`; bundles are discovered once, here (raises ServeError)."""
+    app = Flask("webllama.web", static_folder=None)
+    bundles = discover_bundles(tuple(cfg.bundle_paths))
+    app.config["WEBLLAMA_BUNDLES"] = bundles
+    _add_page_routes(app, cfg)
+    _add_bundle_routes(app, cfg, bundles)
+    _add_leaderboard_route(app, cfg)
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        for k, v in {**CROSS_ORIGIN_HEADERS, **cfg.extra_headers}.items():
+            resp.headers.setdefault(k, v)
+        return resp
+
+    return app
+
+
+def _add_page_routes(app: Flask, cfg: ServeConfig) -> None:
+    @app.get("/")
+    def index() -> Response:
+        return _send(cfg.static_dir, "index.html", max_age=0)
+
+    @app.get("/eval.html")
+    def eval_page() -> Response:
+        return _send(cfg.static_dir, "eval.html", max_age=0)
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status=204)
+
+    @app.get("/static/<path:rel>")
+    def static_file(rel: str) -> Response:
+        return _send(cfg.static_dir, rel, max_age=0)
+
+    @app.get("/engine/<path:rel>")
+    def engine_file(rel: str) -> Response:
+        return _send(cfg.engine_dir, rel, max_age=0)
+
+    @app.get("/vendor/<pkg>/<path:rel>")
+    def vendor_file(pkg: str, rel: str) -> Response:
+        if pkg not in VENDOR_PACKAGES:
+            abort(404)
+        return _send(cfg.node_modules / VENDOR_PACKAGES[pkg], rel, max_age=cfg.vendor_max_age)
+
+
+def _add_bundle_routes(app: Flask, cfg: ServeConfig, bundles: dict[str, BundleEntry]) -> None:
+    @app.get("/api/models")
+    def api_models() -> Response:
+        resp = jsonify({"object": "list", "data": [model_summary(e) for e in bundles.values()]})
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    @app.get("/bundles/<slug>/<path:rel>")
+    def bundle_file(slug: str, rel: str) -> Response:
+        entry = bundles.get(slug)
+        if entry is None:
+            abort(404)
+        sha = entry.sha256.get(rel)
+        # A strong ETag that is the file's content hash when the manifest lists it.
+        return _send(entry.path, rel, max_age=0 if rel == "manifest.json" else cfg.bundle_max_age,
+                     etag=sha if sha else True)
+
+
+def _add_leaderboard_route(app: Flask, cfg: ServeConfig) -> None:
+    @app.get("/leaderboard")
+    def leaderboard() -> Response:
+        page = _latest_html(cfg.leaderboard_dir)
+        if page is None:
+            why = ("No leaderboard folder was given: start the server with `--leaderboard DIR`."
+                   if cfg.leaderboard_dir is None else
+                   f"{html.escape(str(cfg.leaderboard_dir))} holds no .html report yet; "
+                   "run the evaluation suite to make one.")
+            return Response(NO_LEADERBOARD.format(why=why), mimetype="text/html")
+        return _send(page.parent, page.name, max_age=0)
