@@ -49,8 +49,8 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
     out = Path(out_dir)
     steps = ["load source", "export fp32 graph", *[f"write {v.name}" for v in opts.variants], "tokenizer + config"]
     steps += ["verify"] if opts.verify else []
-    with staging_dir(out, opts.force) as tmp:
-        bar = tqdm(total=len(steps), desc="convert", unit="step", disable=not opts.progress)
+    with staging_dir(out, opts.force) as tmp, tqdm(total=len(steps), desc="convert", unit="step",
+                                                    disable=not opts.progress) as bar:
         bar.set_postfix_str(steps[0])
         src = source if isinstance(source, LoadedSource) else load_source(source, revision=opts.revision)
         bar.update()
@@ -76,7 +76,6 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
             (tmp / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
             bar.update()
         write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify))
-    bar.close()
     bundle = open_bundle(out)
     if verify is not None:
         raise_if_failed(verify, str(out))

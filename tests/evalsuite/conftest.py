@@ -1,59 +1,61 @@
-"""Fixtures for the evalsuite tests: a tiny random Llama as an HF dir, stories260K, the offline data."""
+"""Evalsuite fixtures: a trimmed copy of the offline benchmarks (fast task loading), bundles of the
+shared models (tests/conftest.py: stories_dir, s260_bundle, tiny_llama_dir, benchmarks_dir)."""
 
 from __future__ import annotations
 
-import os
+import bz2
+import csv
+import json
 from pathlib import Path
 
 import pytest
 
-DATA = Path(os.environ.get("WEBLLAMA_TEST_DATA", "/work/shared/data"))
-BENCH = DATA / "benchmarks"
-STORIES = DATA / "models" / "stories260K"
+N = 12  # items kept per benchmark file (gsm8k few-shot from test needs > 5)
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"offline data {path} not present")
-    return path
+def _head_lines(src: Path, dst: Path, n: int) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with src.open(encoding="utf-8", newline="") as fh:
+        dst.write_text("".join(line for _, line in zip(range(n), fh)), encoding="utf-8", newline="")
 
 
-@pytest.fixture(scope="session")
-def bench_dir() -> Path:
-    return _need(BENCH)
-
-
-@pytest.fixture(scope="session")
-def stories_dir() -> Path:
-    return _need(STORIES)
-
-
-@pytest.fixture(scope="session")
-def tiny_hf_dir(tmp_path_factory, stories_dir) -> Path:
-    """A random tiny Llama (seeded) saved with save_pretrained, with the stories260K tokenizer (vocab 512)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from converter.sources import load_source
-
-    out = tmp_path_factory.mktemp("tiny_llama")
-    tokenizer = load_source(str(stories_dir)).tokenizer
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.2, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(cfg).eval().save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+def trim_benchmarks(src: Path, dst: Path, n: int = N) -> Path:
+    """The first n items of every benchmark file, same layout and formats as the shared folder."""
+    for rel in ("arc/ARC-Easy-Test.jsonl", "arc/ARC-Challenge-Test.jsonl", "piqa/valid.jsonl",
+                "piqa/valid-labels.lst", "winogrande/dev.jsonl", "lambada/lambada_test.jsonl",
+                "boolq/boolq.jsonl", "gsm8k/test.jsonl"):
+        _head_lines(src / rel, dst / rel, n)
+    text = bz2.decompress((src / "hellaswag/hellaswag_val_full.txt.bz2").read_bytes()).decode("utf-8")
+    (dst / "hellaswag").mkdir(parents=True, exist_ok=True)
+    (dst / "hellaswag/hellaswag_val_full.txt.bz2").write_bytes(
+        bz2.compress(("\n".join(text.split("\n")[: 6 * n]) + "\n").encode("utf-8")))
+    tqa = json.loads((src / "truthfulqa/validation.json").read_text(encoding="utf-8"))[:n]
+    (dst / "truthfulqa").mkdir(parents=True, exist_ok=True)
+    (dst / "truthfulqa/validation.json").write_text(json.dumps(tqa), encoding="utf-8")
+    raw = (src / "wikitext2/wiki.test.raw").read_bytes().split(b"\n")
+    titles = [i for i, line in enumerate(raw) if line.startswith(b" = ") and not line.startswith(b" = = ")]
+    (dst / "wikitext2").mkdir(parents=True, exist_ok=True)
+    (dst / "wikitext2/wiki.test.raw").write_bytes(b"\n".join(raw[: titles[3]]) + b"\n")  # 3 articles
+    for f in sorted((src / "mmlu").glob("*/*.csv")):
+        out = dst / "mmlu" / f.parent.name / f.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with f.open(encoding="utf-8", newline="") as fh, out.open("w", encoding="utf-8", newline="") as oh:
+            csv.writer(oh).writerows(row for _, row in zip(range(5 if "dev" in f.name else 3), csv.reader(fh)))
+    return dst
 
 
 @pytest.fixture(scope="session")
-def task_work_dir(tmp_path_factory, bench_dir):
-    """A TaskManager over the offline tasks (built once; indexing is the slow part)."""
+def small_data_dir(tmp_path_factory, benchmarks_dir) -> Path:
+    if not benchmarks_dir.is_dir():
+        pytest.fail(f"{benchmarks_dir} is missing: the tests need ../shared/data beside the checkout")
+    return trim_benchmarks(benchmarks_dir, tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="session")
+def small_tasks(tmp_path_factory, small_data_dir):
+    """(TaskManager over the trimmed offline tasks, its work dir)."""
     from evalsuite import tasks
 
     work = tmp_path_factory.mktemp("tasks")
     tasks.quiet_index_logs()
-    return tasks.task_manager(bench_dir, work), work
+    return tasks.task_manager(small_data_dir, work), work

@@ -1,0 +1,74 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseManifest, pickVariant, variantFiles } from '../../web/engine/manifest.js';
+import { ManifestError, VariantError } from '../../web/engine/errors.js';
+import { KvCache } from '../../web/engine/kv_cache.js';
+
+function manifest(variants = ['fp32', 'q4', 'q4f16']) {
+  const v = {};
+  const files = [{ path: 'tokenizer.json', size: 1, sha256: 'a' }, { path: 'tokenizer_config.json', size: 1, sha256: 'b' }];
+  for (const n of variants) {
+    const base = `onnx/model${n === 'fp32' ? '' : '_' + n}.onnx`;
+    v[n] = { model: base, external_data: [base + '_data'], requires_webgpu_features: n.endsWith('f16') ? ['shader-f16'] : [], kv_dtype: 'float32' };
+    files.push({ path: base, size: 2, sha256: 'c' }, { path: base + '_data', size: 3, sha256: 'd' });
+  }
+  return {
+    format: 'webllama-bundle', schema_version: 1, name: 't', context_length: 64,
+    config: { num_hidden_layers: 2, num_key_value_heads: 2, vocab_size: 10, hidden_size: 8, num_attention_heads: 2, head_dim: 4 },
+    tokenizer: { file: 'tokenizer.json', config_file: 'tokenizer_config.json', eos_token_ids: [2] }, variants: v, files,
+  };
+}
+
+test('valid manifests parse; broken ones name the problem', () => {
+  assert.equal(parseManifest(manifest(), 'u').name, 't');
+  assert.throws(() => parseManifest({ ...manifest(), schema_version: 2 }, 'u'), (e) => e instanceof ManifestError && /schema_version 2/.test(e.message));
+  assert.throws(() => parseManifest({ ...manifest(), format: 'x' }, 'u'), ManifestError);
+  const m = manifest();
+  m.files = m.files.filter((f) => f.path !== 'onnx/model_q4.onnx_data');
+  assert.throws(() => parseManifest(m, 'u'), /model_q4.onnx_data is not in files/);
+});
+
+test('variant choice follows the adapter', () => {
+  const m = manifest();
+  assert.deepEqual(pickVariant(m, { gpuFeatures: ['shader-f16'] }).variant, 'q4f16');
+  assert.deepEqual(pickVariant(m, { gpuFeatures: [] }), { variant: 'q4', provider: 'webgpu', reason: 'best variant for this WebGPU adapter' });
+  assert.equal(pickVariant(m, { gpuFeatures: null }).provider, 'wasm');
+  assert.equal(pickVariant(m, { gpuFeatures: null }).variant, 'q4');
+  assert.equal(pickVariant(manifest(['fp32']), { gpuFeatures: [] }).variant, 'fp32');
+  assert.equal(pickVariant(m, { gpuFeatures: ['shader-f16'], device: 'wasm' }).provider, 'wasm');
+});
+
+test('forced variants', () => {
+  const m = manifest();
+  assert.deepEqual(pickVariant(m, { variant: 'fp32', gpuFeatures: [] }).variant, 'fp32');
+  assert.equal(pickVariant(m, { variant: 'q4f16', gpuFeatures: [] }).provider, 'wasm');
+  assert.throws(() => pickVariant(m, { variant: 'fp16', gpuFeatures: [] }), VariantError);
+  assert.throws(() => pickVariant(m, { device: 'webgpu', gpuFeatures: null }), VariantError);
+});
+
+test('variant files: tokenizer first, then graph and weights', () => {
+  assert.deepEqual(variantFiles(manifest(), 'q4').map((f) => f.path),
+    ['tokenizer.json', 'tokenizer_config.json', 'onnx/model_q4.onnx', 'onnx/model_q4.onnx_data']);
+});
+
+class FakeTensor {
+  constructor(type, data, dims) { Object.assign(this, { type, data, dims, location: 'cpu' }); }
+  async getData() { return this.data; }
+}
+
+test('kv cache: prefix, update, trim', async () => {
+  const kv = new KvCache({ Tensor: FakeTensor }, { numLayers: 1, numKvHeads: 2, headDim: 2, dtype: 'float32' });
+  assert.deepEqual(kv.past['past_key_values.0.key'].dims, [1, 2, 0, 2]);
+  // (1, H=2, L=3, D=2): head h, position p, dim d -> value 100h + 10p + d
+  const data = Float32Array.from({ length: 12 }, (_, i) => 100 * Math.floor(i / 6) + 10 * Math.floor((i % 6) / 2) + (i % 2));
+  kv.update({ 'present.0.key': new FakeTensor('float32', data, [1, 2, 3, 2]), 'present.0.value': new FakeTensor('float32', data, [1, 2, 3, 2]) }, [5, 6, 7]);
+  assert.equal(kv.length, 3);
+  assert.equal(kv.commonPrefix([5, 6, 9]), 2);
+  await kv.trim(2);
+  const t = kv.past['past_key_values.0.key'];
+  assert.deepEqual(t.dims, [1, 2, 2, 2]);
+  assert.deepEqual(Array.from(t.data), [0, 1, 10, 11, 100, 101, 110, 111]);
+  assert.deepEqual(kv.tokens, [5, 6]);
+  await kv.trim(0);
+  assert.equal(kv.length, 0);
+});
