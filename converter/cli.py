@@ -32,7 +32,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     opts = ConvertOptions(
         variants=parse_variants(args.variant),
         quant=QuantSpec(method=args.method, block_size=args.block_size, symmetric=not args.asymmetric,
-                        accuracy_level=args.accuracy_level),
+                        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits),
         revision=args.revision, verify=not args.no_verify, force=args.force,
     )
     bundle = convert(args.source, args.output, opts)
@@ -86,6 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="rtn", help="int4 method (rtn; hqq is refused: no browser kernel)")
     p.add_argument("--accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
                    help="MatMulNBits accuracy_level (CPU compute type); default: kernel's own")
+    p.add_argument("--lm-head-bits", type=int, default=8, choices=[0, 4, 8],
+                   help="bits of the output projection in int4 variants (8 default; 4 all-int4; 0 float)")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for a hub id")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against the source model")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
