@@ -33,7 +33,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         variants=parse_variants(args.variant),
         quant=QuantSpec(method=args.method, block_size=args.block_size, symmetric=not args.asymmetric,
                         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits),
-        revision=args.revision, verify=not args.no_verify, force=args.force,
+        revision=args.revision, verify=not args.no_verify, force=args.force, graph=args.graph,
     )
     bundle = convert(args.source, args.output, opts)
     _print_bundle(bundle)
@@ -89,6 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lm-head-bits", type=int, default=8, choices=[0, 4, 8],
                    help="bits of the output projection in int4 variants (8 default; 4 all-int4; 0 float)")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for a hub id")
+    p.add_argument("--graph", default="optimum", choices=["optimum", "fused"],
+                   help="optimum: reference export (default); fused: onnxruntime fused ops, streamed layer by layer")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against the source model")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_convert)
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        handler = getattr(args, "func", None) or args.handler  # packages name it either way
+        return int(handler(args) or 0)
     except WebllamaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

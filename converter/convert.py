@@ -30,6 +30,7 @@ class ConvertOptions:
     verify: bool = True
     force: bool = False
     progress: bool = True
+    graph: str = "optimum"  # "optimum" (reference export) | "fused" (converter/graph, streamed)
 
 
 def make_variant(base: onnx.ModelProto, variant: Variant, quant: QuantSpec) -> onnx.ModelProto:
@@ -45,6 +46,10 @@ def make_variant(base: onnx.ModelProto, variant: Variant, quant: QuantSpec) -> o
 def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOptions | None = None) -> Bundle:
     """Convert a model source into a bundle at `out_dir`; returns the opened bundle."""
     opts = options or ConvertOptions()
+    if opts.graph == "fused":
+        from converter.graph.convert import convert_fused
+
+        return convert_fused(source, out_dir, opts)
     opts.quant.validate()
     out = Path(out_dir)
     steps = ["load source", "export fp32 graph", *[f"write {v.name}" for v in opts.variants], "tokenizer + config"]

@@ -18,7 +18,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from evalsuite import tasks as offline
@@ -45,14 +45,17 @@ class EvalRequest:
     limit: float | None = None
     num_fewshot: int | None = None
     data_dir: str | None = None
-    batch_size: int = 8
+    batch_size: int | None = None  # None: the backend's default
     seed: int = 1234
-    extra: dict = field(default_factory=dict)
+    gen_kwargs: dict | None = None  # overrides merged into every generate_until task's generation_kwargs
+    bootstrap_iters: int = 100000  # lm-eval's stderr bootstrap (perplexity); 0 = none
 
     def fingerprint(self) -> dict:
         """The fields a resumed run must share with the interrupted one (output dir excluded)."""
         d = asdict(self)
         d.pop("output")
+        d.pop("bootstrap_iters")  # changes only the reported stderr of perplexity, not any answer
+        d.pop("batch_size")  # changes padding only (answers equal within float tolerance)
         return d
 
 
@@ -115,6 +118,8 @@ def run_eval(req: EvalRequest, lm) -> dict:
         numpy_random_seed=req.seed,
         torch_random_seed=req.seed,
         fewshot_random_seed=req.seed,
+        gen_kwargs=req.gen_kwargs,
+        bootstrap_iters=req.bootstrap_iters,
     )
     results["webllama"] = _run_record(req, lm, data_dir, started, resumed)
     write_results(results, out)

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from web.server import ServeConfig, ServeError, WEB_DIR, create_app
+    from web.server import WEB_DIR, ServeConfig, ServeError, create_app
 
     if not (WEB_DIR / "node_modules" / "onnxruntime-web").is_dir():
         raise ServeFailed(f"{WEB_DIR}/node_modules is missing onnxruntime-web; run `cd {WEB_DIR} && npm ci`")

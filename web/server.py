@@ -187,6 +187,7 @@ NO_LEADERBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>webl
 def create_app(cfg: ServeConfig) -> Flask:
     """A new Flask app serving `cfg`; bundles are discovered once, here (raises ServeError)."""
     app = Flask("webllama.web", static_folder=None)
+    app.url_map.merge_slashes = False  # "//etc/passwd" must reach safe_join (and fail), not redirect
     bundles = discover_bundles(tuple(cfg.bundle_paths))
     app.config["WEBLLAMA_BUNDLES"] = bundles
     _add_page_routes(app, cfg)

@@ -63,6 +63,7 @@ class WebllamaLM(TemplateLM):
     """Shared base class; see the module docstring for the contract of subclasses."""
 
     backend = "causal"
+    sort_by_length = True  # longest first: least padding per batch (the browser keeps lm-eval's order)
 
     def __init__(self, tokenizer, max_length: int, batch_size: int | str = 8, seed: int = 1234) -> None:
         super().__init__()
@@ -131,14 +132,12 @@ class WebllamaLM(TemplateLM):
             ids[i, : len(s)] = s
             mask[i, : len(s)] = 1
         logits = self.forward_logits(ids, mask)  # (B,T,V) f32
-        return [_score_one(logits[i, : len(s)], cont) for i, (s, (_, cont)) in enumerate(zip(seqs, pairs))]
+        return [_score_one(logits[i, : len(s)], cont) for i, (s, (_, cont)) in enumerate(zip(seqs, pairs, strict=True))]
 
     def _truncate(self, ctx: list[int], cont: list[int]) -> Pair:
         """hf's rule: keep the last max_length+1 tokens of ctx+cont; the continuation must fit."""
         if len(cont) > self.max_length:
-            raise BackendError(
-                f"continuation of {len(cont)} tokens is longer than the model context ({self.max_length})"
-            )
+            raise BackendError(f"continuation of {len(cont)} tokens is longer than the model context ({self.max_length})")
         whole = (ctx + cont)[-(self.max_length + 1) :]
         return whole[: len(whole) - len(cont)], cont
 
@@ -160,7 +159,9 @@ class WebllamaLM(TemplateLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """requests: [((context, continuation) | None, context_enc, continuation_enc)] -> [(ll, is_greedy)]."""
         pairs = [self._truncate(list(ctx), list(cont)) for _, ctx, cont in requests]
-        order = sorted(range(len(pairs)), key=lambda i: (-(len(pairs[i][0]) + len(pairs[i][1])), i))
+        order = list(range(len(pairs)))
+        if self.sort_by_length:
+            order.sort(key=lambda i: (-(len(pairs[i][0]) + len(pairs[i][1])), i))
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
         pbar = tqdm(total=len(pairs), disable=disable_tqdm, desc="Scoring log-likelihoods")
         for chunk in self._batches(order, pairs):

@@ -25,8 +25,15 @@ class _Stop(StoppingCriteria):
 
 @register_model("webllama-native")
 class NativeLM(WebllamaLM):
-    def __init__(self, pretrained: str | None = None, model: str | None = None, batch_size: int | str = 8,
-                 seed: int = 1234, max_length: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        model: str | None = None,
+        batch_size: int | str = 8,
+        seed: int = 1234,
+        max_length: int | None = None,
+        **kwargs,
+    ) -> None:
         from converter.sources import load_source
 
         self.source = load_source(str(pretrained or model))
@@ -56,8 +63,7 @@ class NativeLM(WebllamaLM):
             sampling = {"do_sample": False}
             if opts.do_sample and opts.temperature > 0:
                 torch.manual_seed(opts.seed)
-                sampling = {"do_sample": True, "temperature": opts.temperature, "top_p": opts.top_p,
-                            "top_k": opts.top_k or None}
+                sampling = {"do_sample": True, "temperature": opts.temperature, "top_p": opts.top_p, "top_k": opts.top_k or None}
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),

@@ -10,9 +10,10 @@ and overrides only the data source:
     dataset_kwargs: {data_dir: ..., subset: ARC-Easy}
     training_split: null                                       # splits that have no local file
 
-`task_manager(data_dir, work_dir)` returns an lm-eval TaskManager over that folder (include_path), or the
-stock TaskManager (hub datasets) when no data dir is given. Task names are the stock names, so results
-line up with any other lm-eval run. The known differences from the hub data are in loaders.py.
+MMLU subjects also get `num_fewshot: 5` (see MMLU_OVERRIDES). `task_manager(data_dir, work_dir)`
+returns an lm-eval TaskManager over that folder (include_path), or the stock TaskManager (hub
+datasets) when no data dir is given. Task names are the stock names, so results line up with any
+other lm-eval run. The known differences from the hub data are in loaders.py.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class LocalTask:
     loader: str  # function in evalsuite.tasks.loaders
     files: tuple[str, ...]  # relative to the data dir; all must exist
     splits: tuple[str, ...]  # splits the loader returns
-    kwargs: dict = field(default_factory=dict)
+    kwargs: dict = field(default_factory=dict)  # loader arguments besides data_dir
+    overrides: dict = field(default_factory=dict)  # deliberate config changes (documented in the docstring)
 
 
 MMLU_SUBJECTS = (
@@ -60,32 +62,37 @@ MMLU_SUBJECTS = (
 MMLU_GROUPS = ("_mmlu", "_mmlu_stem", "_mmlu_other", "_mmlu_social_sciences", "_mmlu_humanities")
 
 
+# The only deliberate change to a stock config: MMLU is scored 5-shot (from dev, first 5) as the
+# leaderboards report it; lm-eval's stock mmlu default is 0-shot. --num-fewshot still overrides it.
+MMLU_OVERRIDES = {"num_fewshot": 5}
+
+
 def _table() -> dict[str, LocalTask]:
     tasks = [
-        LocalTask("arc_easy", "arc/arc_easy.yaml", "arc", ("arc/ARC-Easy-Test.jsonl",), ("test",),
-                  {"subset": "ARC-Easy"}),
-        LocalTask("arc_challenge", "arc/arc_challenge.yaml", "arc", ("arc/ARC-Challenge-Test.jsonl",),
-                  ("test",), {"subset": "ARC-Challenge"}),
-        LocalTask("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag",
-                  ("hellaswag/hellaswag_val_full.txt.bz2",), ("validation",)),
-        LocalTask("piqa", "piqa/piqa.yaml", "piqa", ("piqa/valid.jsonl", "piqa/valid-labels.lst"),
-                  ("validation",)),
-        LocalTask("winogrande", "winogrande/default.yaml", "winogrande", ("winogrande/dev.jsonl",),
-                  ("validation",)),
-        LocalTask("lambada_openai", "lambada/lambada_openai.yaml", "lambada", ("lambada/lambada_test.jsonl",),
-                  ("test",)),
+        LocalTask("arc_easy", "arc/arc_easy.yaml", "arc", ("arc/ARC-Easy-Test.jsonl",), ("test",), {"subset": "ARC-Easy"}),
+        LocalTask(
+            "arc_challenge", "arc/arc_challenge.yaml", "arc", ("arc/ARC-Challenge-Test.jsonl",), ("test",), {"subset": "ARC-Challenge"}
+        ),
+        LocalTask("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag", ("hellaswag/hellaswag_val_full.txt.bz2",), ("validation",)),
+        LocalTask("piqa", "piqa/piqa.yaml", "piqa", ("piqa/valid.jsonl", "piqa/valid-labels.lst"), ("validation",)),
+        LocalTask("winogrande", "winogrande/default.yaml", "winogrande", ("winogrande/dev.jsonl",), ("validation",)),
+        LocalTask("lambada_openai", "lambada/lambada_openai.yaml", "lambada", ("lambada/lambada_test.jsonl",), ("test",)),
         LocalTask("boolq", "super_glue/boolq/default.yaml", "boolq", ("boolq/boolq.jsonl",), ("validation",)),
-        LocalTask("truthfulqa_mc1", "truthfulqa/truthfulqa_mc1.yaml", "truthfulqa",
-                  ("truthfulqa/validation.json",), ("validation",)),
-        LocalTask("truthfulqa_mc2", "truthfulqa/truthfulqa_mc2.yaml", "truthfulqa",
-                  ("truthfulqa/validation.json",), ("validation",)),
+        LocalTask("truthfulqa_mc1", "truthfulqa/truthfulqa_mc1.yaml", "truthfulqa", ("truthfulqa/validation.json",), ("validation",)),
+        LocalTask("truthfulqa_mc2", "truthfulqa/truthfulqa_mc2.yaml", "truthfulqa", ("truthfulqa/validation.json",), ("validation",)),
         LocalTask("gsm8k", "gsm8k/gsm8k.yaml", "gsm8k", ("gsm8k/test.jsonl",), ("test",)),
         LocalTask("wikitext", "wikitext/wikitext.yaml", "wikitext", ("wikitext2/wiki.test.raw",), ("test",)),
     ]
     tasks += [
-        LocalTask(f"mmlu_{s}", f"mmlu/default/mmlu_{s}.yaml", "mmlu",
-                  tuple(f"mmlu/{d}/{s}_{d}.csv" for d in ("dev", "val", "test")),
-                  ("dev", "validation", "test"), {"subject": s})
+        LocalTask(
+            f"mmlu_{s}",
+            f"mmlu/default/mmlu_{s}.yaml",
+            "mmlu",
+            tuple(f"mmlu/{d}/{s}_{d}.csv" for d in ("dev", "val", "test")),
+            ("dev", "validation", "test"),
+            {"subject": s},
+            MMLU_OVERRIDES,
+        )
         for s in MMLU_SUBJECTS
     ]
     return {t.name: t for t in tasks}
@@ -125,6 +132,7 @@ def task_config(task: LocalTask, data_dir: Path, stock_dir: Path) -> dict:
         "task": task.name,
         "custom_dataset": f"evalsuite.tasks.loaders.{task.loader}",
         "dataset_kwargs": {"data_dir": str(data_dir), **task.kwargs},
+        **task.overrides,
     }
     for key, split in stock.items():
         if split is not None and split not in task.splits:

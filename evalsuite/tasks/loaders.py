@@ -109,8 +109,7 @@ def piqa(data_dir: str, **_meta) -> datasets.DatasetDict:
         raise DataMissing(f"piqa: {len(rows)} questions but {len(labels)} labels; the files do not match")
     return _dd(
         validation=[
-            {"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"], "label": int(lab)}
-            for r, lab in zip(rows, labels, strict=True)
+            {"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"], "label": int(lab)} for r, lab in zip(rows, labels, strict=True)
         ]
     )
 
@@ -119,10 +118,7 @@ def winogrande(data_dir: str, **_meta) -> datasets.DatasetDict:
     """allenai/winogrande winogrande_xl validation split (1267 rows, = dev.jsonl; identical to the hub)."""
     rows = _jsonl(_path(data_dir, "winogrande/dev.jsonl"))
     return _dd(
-        validation=[
-            {"sentence": r["sentence"], "option1": r["option1"], "option2": r["option2"], "answer": r["answer"]}
-            for r in rows
-        ]
+        validation=[{"sentence": r["sentence"], "option1": r["option1"], "option2": r["option2"], "answer": r["answer"]} for r in rows]
     )
 
 
@@ -150,10 +146,7 @@ def truthfulqa(data_dir: str, **_meta) -> datasets.DatasetDict:
     """truthfulqa/truthful_qa multiple_choice, validation split (817 rows; identical to the hub)."""
     rows = json.loads(_path(data_dir, "truthfulqa/validation.json").read_text(encoding="utf-8"))
     return _dd(
-        validation=[
-            {"question": r["question"], "mc1_targets": r["mc1_targets"], "mc2_targets": r["mc2_targets"]}
-            for r in rows
-        ]
+        validation=[{"question": r["question"], "mc1_targets": r["mc1_targets"], "mc2_targets": r["mc2_targets"]} for r in rows]
     )
 
 

@@ -16,19 +16,27 @@ N = 12  # items kept per benchmark file (gsm8k few-shot from test needs > 5)
 def _head_lines(src: Path, dst: Path, n: int) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     with src.open(encoding="utf-8", newline="") as fh:
-        dst.write_text("".join(line for _, line in zip(range(n), fh)), encoding="utf-8", newline="")
+        dst.write_text("".join(line for _, line in zip(range(n), fh, strict=False)), encoding="utf-8", newline="")
 
 
 def trim_benchmarks(src: Path, dst: Path, n: int = N) -> Path:
     """The first n items of every benchmark file, same layout and formats as the shared folder."""
-    for rel in ("arc/ARC-Easy-Test.jsonl", "arc/ARC-Challenge-Test.jsonl", "piqa/valid.jsonl",
-                "piqa/valid-labels.lst", "winogrande/dev.jsonl", "lambada/lambada_test.jsonl",
-                "boolq/boolq.jsonl", "gsm8k/test.jsonl"):
+    for rel in (
+        "arc/ARC-Easy-Test.jsonl",
+        "arc/ARC-Challenge-Test.jsonl",
+        "piqa/valid.jsonl",
+        "piqa/valid-labels.lst",
+        "winogrande/dev.jsonl",
+        "lambada/lambada_test.jsonl",
+        "boolq/boolq.jsonl",
+        "gsm8k/test.jsonl",
+    ):
         _head_lines(src / rel, dst / rel, n)
     text = bz2.decompress((src / "hellaswag/hellaswag_val_full.txt.bz2").read_bytes()).decode("utf-8")
     (dst / "hellaswag").mkdir(parents=True, exist_ok=True)
     (dst / "hellaswag/hellaswag_val_full.txt.bz2").write_bytes(
-        bz2.compress(("\n".join(text.split("\n")[: 6 * n]) + "\n").encode("utf-8")))
+        bz2.compress(("\n".join(text.split("\n")[: 6 * n]) + "\n").encode("utf-8"))
+    )
     tqa = json.loads((src / "truthfulqa/validation.json").read_text(encoding="utf-8"))[:n]
     (dst / "truthfulqa").mkdir(parents=True, exist_ok=True)
     (dst / "truthfulqa/validation.json").write_text(json.dumps(tqa), encoding="utf-8")
@@ -40,7 +48,7 @@ def trim_benchmarks(src: Path, dst: Path, n: int = N) -> Path:
         out = dst / "mmlu" / f.parent.name / f.name
         out.parent.mkdir(parents=True, exist_ok=True)
         with f.open(encoding="utf-8", newline="") as fh, out.open("w", encoding="utf-8", newline="") as oh:
-            csv.writer(oh).writerows(row for _, row in zip(range(5 if "dev" in f.name else 3), csv.reader(fh)))
+            csv.writer(oh).writerows(row for _, row in zip(range(5 if "dev" in f.name else 3), csv.reader(fh), strict=False))
     return dst
 
 

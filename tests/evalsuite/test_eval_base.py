@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from eval_fakes import FakeLM
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import CachingLM
-
-from eval_fakes import FakeLM
 
 
 def _ll_req(ctx: str, cont: str) -> Instance:
@@ -20,7 +19,7 @@ def _logp(lm: FakeLM, prev: int, tok: int) -> float:
 
 
 def _expected(lm: FakeLM, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
-    seq = (ctx + cont)[-(lm.max_length + 1):]
+    seq = (ctx + cont)[-(lm.max_length + 1) :]
     ll, greedy = 0.0, True
     for pos in range(len(seq) - len(cont), len(seq)):
         ll += _logp(lm, seq[pos - 1], seq[pos])
@@ -28,8 +27,13 @@ def _expected(lm: FakeLM, ctx: list[int], cont: list[int]) -> tuple[float, bool]
     return ll, greedy
 
 
-REQS = [("Question: what?\nAnswer:", " yes"), ("Hi", " there, friend"), ("A longer context here.", " x"),
-        ("Q", " no"), ("", "starts empty")]
+REQS = [
+    ("Question: what?\nAnswer:", " yes"),
+    ("Hi", " there, friend"),
+    ("A longer context here.", " x"),
+    ("Q", " no"),
+    ("", "starts empty"),
+]
 
 
 def test_loglikelihood_matches_manual_computation():
@@ -58,14 +62,14 @@ def test_greedy_flag_true_for_the_models_own_continuation():
     for _ in range(3):
         prev = int(np.argmax(lm.table[prev]))
         cont.append(prev)
-    (ll, greedy), = lm._loglikelihood_tokens([(None, ctx, cont)], disable_tqdm=True)
+    ((ll, greedy),) = lm._loglikelihood_tokens([(None, ctx, cont)], disable_tqdm=True)
     assert greedy and ll == pytest.approx(_expected(lm, ctx, cont)[0])
 
 
 def test_long_context_is_left_truncated_like_hf():
     lm = FakeLM(max_length=16)
     ctx, cont = "x" * 40 + "abc", " end"
-    (ll, _), = lm.loglikelihood([_ll_req(ctx, cont)])
+    ((ll, _),) = lm.loglikelihood([_ll_req(ctx, cont)])
     c, x = lm._encode_pair(ctx, cont)
     assert ll == pytest.approx(_expected(lm, c, x)[0])
 
@@ -73,11 +77,9 @@ def test_long_context_is_left_truncated_like_hf():
 def test_rolling_loglikelihood_covers_every_token_once():
     lm = FakeLM(max_length=8, batch_size=2)
     text = "The quick brown fox jumps over the lazy dog. " * 3
-    (total,) = lm.loglikelihood_rolling(
-        [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)]
-    )
+    (total,) = lm.loglikelihood_rolling([Instance(request_type="loglikelihood_rolling", doc={}, arguments=(text,), idx=0)])
     toks = [lm.prefix_token_id] + lm.tok_encode(text)
-    want = sum(_logp(lm, a, b) for a, b in zip(toks[:-1], toks[1:]))
+    want = sum(_logp(lm, a, b) for a, b in zip(toks[:-1], toks[1:], strict=True))
     assert total == pytest.approx(want, abs=1e-6)  # bigram: disjoint windows = exact full-text log-likelihood
 
 
@@ -97,8 +99,7 @@ def test_generate_until_respects_max_gen_toks_and_stop_strings():
 
 def test_generate_until_groups_by_gen_kwargs_and_keeps_order():
     lm = FakeLM(batch_size=2)
-    reqs = [_gen_req(p, until=["."], max_gen_toks=n, do_sample=False) for p, n in
-            [("a", 4), ("bb", 8), ("c", 4), ("dd", 8), ("e", 4)]]
+    reqs = [_gen_req(p, until=["."], max_gen_toks=n, do_sample=False) for p, n in [("a", 4), ("bb", 8), ("c", 4), ("dd", 8), ("e", 4)]]
     out = lm.generate_until(reqs)
     singles = [lm.generate_until([r])[0] for r in reqs]
     assert out == singles

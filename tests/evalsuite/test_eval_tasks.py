@@ -57,8 +57,19 @@ def test_requests_match_the_stock_task(name, small_tasks, small_data_dir, tmp_pa
     ours = tm.load([name])["tasks"][name]
     stock = _stock_task(name, small_data_dir, tmp_path)
     assert ours.OUTPUT_TYPE == stock.OUTPUT_TYPE
-    for key in ("doc_to_text", "doc_to_target", "doc_to_choice", "num_fewshot", "description", "metric_list",
-                "generation_kwargs", "filter_list", "target_delimiter", "fewshot_delimiter", "process_results"):
+    for key in (
+        "doc_to_text",
+        "doc_to_target",
+        "doc_to_choice",
+        "num_fewshot",
+        "description",
+        "metric_list",
+        "generation_kwargs",
+        "filter_list",
+        "target_delimiter",
+        "fewshot_delimiter",
+        "process_results",
+    ):
         a, b = ours.config[key], stock.config[key]
         if callable(a):
             assert (a.__module__, a.__name__) == (b.__module__, b.__name__), key
@@ -71,8 +82,7 @@ def test_requests_match_the_stock_task(name, small_tasks, small_data_dir, tmp_pa
 def test_every_request_type_is_covered():
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    types = {load_yaml(tasks.stock_tasks_dir() / tasks.TASKS[n].stock_yaml, resolve_func=False)["output_type"]
-             for n in CHECKED}
+    types = {load_yaml(tasks.stock_tasks_dir() / tasks.TASKS[n].stock_yaml, resolve_func=False)["output_type"] for n in CHECKED}
     assert types == {"multiple_choice", "loglikelihood", "loglikelihood_rolling", "generate_until"}
 
 

@@ -21,9 +21,14 @@ def s260_server(serve, s260_bundle):
     return serve(s260_bundle)
 
 
+def settings(pg, **values):
+    pg.evaluate("document.querySelector('#settings').open = true")
+    for k, v in values.items():
+        pg.fill(f"#{k}", str(v), timeout=10_000)
+
+
 def chat_once(pg, text: str, max_tokens: int = 8):
-    pg.fill("#max_tokens", str(max_tokens))
-    pg.fill("#temperature", "0")
+    settings(pg, max_tokens=max_tokens, temperature=0)
     pg.fill("#prompt", text)
     pg.press("#prompt", "Enter")
     pg.wait_for_selector(".msg.assistant .meta", timeout=300_000)
@@ -39,8 +44,7 @@ def wait_loaded(pg):
 def test_chat_page_streams_and_reports_speed(page, s260_server, tmp_path):
     page.goto(s260_server.url + "/?model=stories260K&autoload=1")
     wait_loaded(page)
-    page.fill("#max_tokens", "10")
-    page.fill("#temperature", "0")
+    settings(page, max_tokens=10, temperature=0)
     page.fill("#prompt", "Once upon a time")
     page.press("#prompt", "Enter")
     # Streamed: text shows up before the reply is finished.
@@ -125,7 +129,8 @@ def test_chat_api_context_kv_reuse_seed_and_stop(page, s260_server):
     load_bundle(page, "stories260K", device="wasm")
     msgs = [{"role": "user", "content": "Once upon a time"}]
     # Context full: prompt + max_tokens > 512.
-    err = page.evaluate("(m) => webllama.chat({messages: m, max_tokens: 600}).then(() => 'ok', (e) => `${e.name}: ${e.message}`)", msgs)
+    err = page.evaluate(
+        "(m) => webllama.chat({messages: m, max_tokens: 600}).then(() => 'ok', (e) => `${e.name}: ${e.message}`)", msgs)
     assert err.startswith("ContextFullError") and "context length 512" in err, err
     # Multi-turn: the second turn reuses the first turn's KV cache.
     first = page.evaluate("(m) => webllama.chat({messages: m, max_tokens: 12, temperature: 0})", msgs)

@@ -1,0 +1,54 @@
+// Our engine (web/engine/client.js, served by web/server.py) behind the benchmark interface:
+//   load(opts) -> {load_s, load_cached_s, info}; prefill(ids) -> s; decode(ids, n) -> s; memory() -> {...}
+// The engine's generateTokens does prefill + decode in one call, so prefill is timed as a 1-token
+// generation and decode as (n+1 tokens) - (1 token), each from an empty KV cache (resetChat).
+import { createEngine } from '/engine/client.js';
+import { clearCaches, now, pageMemory, seconds } from './common.js';
+
+/** @type {any} */
+let engine = null;
+
+async function drop() {
+  if (engine) { await engine.unload(); engine.terminate(); }
+  engine = null;
+}
+
+/** @param {number[]} ids @param {number} n */
+async function generate(ids, n) {
+  await engine.resetChat();
+  const r = await seconds(() => engine.generateTokens(ids, { max_tokens: n, ignore_eos: true }));
+  if (r.out.length !== n) throw new Error(`generateTokens returned ${r.out.length} tokens, expected ${n}`);
+  return r.s;
+}
+
+window.benchRuntime = {
+  name: 'webllama',
+  /** @param {{bundleUrl: string, variant?: string, device: string, numThreads: number}} o */
+  async load(o) {
+    await drop();
+    await clearCaches();
+    const opts = { variant: o.variant, device: o.device, numThreads: o.numThreads };
+    let t0 = now();
+    engine = await createEngine(o.bundleUrl, opts);
+    const loadS = (now() - t0) / 1000;
+    const cold = await engine.runtimeInfo();
+    await drop();
+    t0 = now();
+    engine = await createEngine(o.bundleUrl, opts); // files now come from the Cache API
+    const cachedS = (now() - t0) / 1000;
+    const info = await engine.runtimeInfo();
+    delete info.placement_log;
+    delete info.placement_ops;
+    return { load_s: loadS, load_cached_s: cachedS, info: { ...info, cold_from_cache: cold.from_cache, ort_version: info.ort_version } };
+  },
+  /** @param {number[]} ids */
+  prefill: (ids) => generate(ids, 1),
+  /** @param {number[]} ids @param {number} n */
+  async decode(ids, n) {
+    const all = await generate(ids, n + 1);
+    const first = await generate(ids, 1);
+    return Math.max(1e-9, all - first);
+  },
+  memory: pageMemory,
+  close: drop,
+};

@@ -1,0 +1,49 @@
+"""`webllama convert --graph fused`: stream the weights into fused graphs, then the same bundle and
+the same verification as the optimum path (converter/convert.py)."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from converter.bundle import build_manifest, staging_dir, write_manifest, write_model_files
+from converter.graph.emit import write_fused_variant
+from converter.graph.readers import StateDictReader
+from converter.graph.source import light_source, open_reader
+from converter.manifest import Bundle, open_bundle
+from converter.sources import load_source
+from converter.sources.base import LoadedSource
+from converter.verify import raise_if_failed, verify_bundle
+
+
+def convert_fused(source: str | LoadedSource, out_dir: str | Path, opts) -> Bundle:
+    """opts: converter.convert.ConvertOptions. Without verification the source is never loaded into torch."""
+    opts.quant.validate()
+    out = Path(out_dir)
+    with staging_dir(out, opts.force) as tmp:
+        if isinstance(source, LoadedSource):
+            src, reader = source, StateDictReader(source.model)
+        else:
+            reader = open_reader(source, opts.revision)
+            src = load_source(source, revision=opts.revision) if opts.verify else light_source(source, reader, opts.revision)
+        n = reader.config.n_layers
+        variants = {}
+        with tqdm(total=n * len(opts.variants), desc="fused graph", unit="layer", disable=not opts.progress) as bar:
+            for v in opts.variants:
+                bar.set_postfix_str(v.name)
+                variants[v.name] = write_fused_variant(reader, tmp, v, opts.quant, lambda _i: bar.update())
+                gc.collect()
+        write_model_files(src, tmp, variants)
+        verify = None
+        if opts.verify:
+            write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, None))
+            verify = verify_bundle(src, open_bundle(tmp), [v.name for v in opts.variants])
+            (tmp / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
+        write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify))
+    bundle = open_bundle(out)
+    if verify is not None:
+        raise_if_failed(verify, str(out))
+    return bundle

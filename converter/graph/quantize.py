@@ -1,0 +1,68 @@
+"""Per-tensor block quantization for the fused builder, with onnxruntime's own kernels.
+
+The same functions that converter/quant/int4.py reaches through MatMulNBitsQuantizer (the C++
+`quantize_matmul_{4,8}bits` for MatMul weights, `DefaultWeightOnlyQuantizer.quantize_ndarray` for
+the embedding), called one tensor at a time: the fused q4 graph carries the very same bytes as the
+reference q4 graph built from the same float weights. GGUF Q4_0 blocks map onto MatMulNBits'
+symmetric int4 exactly and are transcoded without dequantizing (`q4_0_to_nbits`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class NBits:
+    """A MatMulNBits weight: packed (N, k_blocks, blob) uint8, scales (N, k_blocks), zero points or None."""
+
+    packed: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray | None
+    k: int
+    n: int
+    bits: int
+    block_size: int
+
+
+def quantize_matmul(w_kn: np.ndarray, bits: int, block_size: int, symmetric: bool) -> NBits:
+    """w_kn: (K, N) float32/float16, the MatMul's B. Same result as MatMulNBitsQuantizer (QOperator)."""
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
+
+    w_kn = np.ascontiguousarray(w_kn)
+    rows, cols = w_kn.shape
+    kpack = 8 // bits
+    k_blocks = (rows + block_size - 1) // block_size
+    blob = (block_size + kpack - 1) // kpack
+    if k_blocks * block_size != rows:
+        w_kn = np.pad(w_kn, ((0, k_blocks * block_size - rows), (0, 0)))
+    packed = np.zeros((cols, k_blocks, blob), dtype=np.uint8)
+    zp = np.zeros((cols, (k_blocks + kpack - 1) // kpack), dtype=np.uint8)
+    scales = np.zeros((cols, k_blocks), dtype=w_kn.dtype)
+    fn = quantize_matmul_8bits if bits == 8 else quantize_matmul_4bits
+    fn(packed, w_kn, scales, zp, block_size, cols, rows, symmetric)
+    return NBits(packed, scales, None if symmetric else zp, rows, cols, bits, block_size)
+
+
+def quantize_gather(table: np.ndarray, block_size: int, symmetric: bool):
+    """Embedding (vocab, dim) -> (int4 packed bytes, scales (vocab, dim/block), zero points or None)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantizer
+
+    return DefaultWeightOnlyQuantizer.quantize_ndarray(table, 1, block_size, symmetric)
+
+
+def q4_0_to_nbits(blocks: np.ndarray, n: int, k: int) -> NBits:
+    """GGUF Q4_0 (per block of 32: fp16 d, 16 bytes of nibbles; x = d * (q - 8)) -> MatMulNBits int4.
+
+    Q4_0 stores element j in the low nibble of byte j and element j+16 in the high nibble; MatMulNBits
+    stores element 2j low and 2j+1 high. Same values, same scale, zero point 8 (MatMulNBits' default
+    for symmetric int4): an exact transcode. blocks: raw (n, k/32*18) uint8 rows of the weight (out, in).
+    """
+    b = np.asarray(blocks, dtype=np.uint8).reshape(n, k // 32, 18)
+    d = b[:, :, :2].copy().view(np.float16)[:, :, 0].astype(np.float32)  # (N, k_blocks)
+    qs = b[:, :, 2:]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # (N, k_blocks, 32) in element order
+    packed = (q[:, :, 0::2] | (q[:, :, 1::2] << 4)).astype(np.uint8)
+    return NBits(np.ascontiguousarray(packed), d, None, k, n, 4, 32)

@@ -1,0 +1,76 @@
+"""The local server for the browser benchmarks: web/server.py's app (engine, vendor, /bundles/) plus
+  /bench/<path>               benchmarks/pages (the benchmark pages)
+  /bench_modules/<pkg>/<path> whitelisted dist folders of benchmarks/node_modules (transformers.js, its
+                              onnxruntime-web, wllama), so no page ever reaches a CDN
+  /gguf/<name>                one GGUF file (wllama)
+Every response keeps web/server.py's COOP/COEP headers (threads, measureUserAgentSpecificMemory)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from evalsuite.bench.schema import BenchError
+
+BENCH_DIR = Path(os.environ.get("WEBLLAMA_BENCHMARKS_DIR", Path(__file__).resolve().parents[2] / "benchmarks"))
+BENCH_MODULES = {
+    "transformers": "@huggingface/transformers/dist",
+    "ort": "onnxruntime-web/dist",
+    "wllama": "@wllama/wllama/esm",
+}
+
+
+def npm_ready(bench_dir: Path = BENCH_DIR) -> bool:
+    return all((bench_dir / "node_modules" / d).is_dir() for d in BENCH_MODULES.values())
+
+
+def create_bench_app(bundle: Path | None, gguf: Path | None, bench_dir: Path = BENCH_DIR):
+    from web.server import ServeConfig, _send, create_app
+
+    app = create_app(ServeConfig(bundle_paths=(bundle,) if bundle else (), bundle_max_age=0))
+
+    def page(rel: str):
+        return _send(bench_dir / "pages", rel, max_age=0)
+
+    def module(pkg: str, rel: str):
+        from flask import abort
+
+        if pkg not in BENCH_MODULES:
+            abort(404)
+        return _send(bench_dir / "node_modules" / BENCH_MODULES[pkg], rel, max_age=3600)
+
+    def gguf_file(name: str):
+        from flask import abort
+
+        if gguf is None or name != gguf.name:
+            abort(404)
+        return _send(gguf.parent, gguf.name, max_age=0)
+
+    app.add_url_rule("/bench/<path:rel>", "bench_page", page)
+    app.add_url_rule("/bench_modules/<pkg>/<path:rel>", "bench_module", module)
+    app.add_url_rule("/gguf/<name>", "bench_gguf", gguf_file)
+    return app
+
+
+class BenchServer:
+    """The app on 127.0.0.1:<free port> in a daemon thread; `url`, `slug` (the bundle's /bundles/ segment)."""
+
+    def __init__(self, bundle: Path | None = None, gguf: Path | None = None) -> None:
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args, **kwargs) -> None:  # one line per file would drown the progress lines
+                pass
+
+        if not npm_ready():
+            raise BenchError(f"{BENCH_DIR}/node_modules is missing: run `npm ci --ignore-scripts` in {BENCH_DIR}")
+        self.app = create_bench_app(bundle, gguf)
+        bundles = self.app.config["WEBLLAMA_BUNDLES"]
+        self.slug = next(iter(bundles)) if bundles else None
+        self._srv = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=QuietHandler)
+        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._srv.server_port}"
+
+    def close(self) -> None:
+        self._srv.shutdown()

@@ -1,0 +1,157 @@
+"""`webllama eval` and `webllama compare`: argparse only; the work is in evalsuite.run / evalsuite.compare.
+
+Until the root parser calls register(), run it as `python -m evalsuite.cli eval ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from evalsuite.errors import EvalError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score a model, a bundle, or a bundle in the browser on standard benchmarks")
+    p.add_argument("model", help="source model (native: HF dir, .gguf, llama2.c) or bundle folder (onnx, browser)")
+    p.add_argument(
+        "--backend",
+        default="onnx",
+        choices=["native", "onnx", "browser"],
+        help="native: source model in torch; onnx: bundle on onnxruntime; browser: bundle in Chromium",
+    )
+    p.add_argument("--variant", default=None, help="bundle variant (fp32, fp16, q4, q4f16; default: q4 if present)")
+    p.add_argument("--device", default="wasm", choices=["webgpu", "wasm"], help="browser execution provider")
+    p.add_argument("--provider", default="CPUExecutionProvider", help="onnxruntime execution provider (onnx)")
+    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names or globs, e.g. arc_easy,hellaswag,mmlu,wikitext")
+    p.add_argument("--limit", type=float, default=None, help="at most N items per task (a fraction if < 1)")
+    p.add_argument("--num-fewshot", type=int, default=None, help="override the tasks' few-shot count")
+    p.add_argument(
+        "--data-dir", default=None, help="offline benchmark folder (default: $WEBLLAMA_DATA_DIR; neither: the HF hub datasets)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="sequences per forward call (native/onnx, default 8) or items per page call (browser, 64)",
+    )
+    p.add_argument(
+        "--gen-kwargs", default=None, help="generation overrides for generate_until tasks, e.g. max_gen_toks=64 (lm-eval syntax)"
+    )
+    p.add_argument(
+        "--bootstrap-iters",
+        type=int,
+        default=100000,
+        help="lm-eval's bootstrap for perplexity stderr (0: skip; lm-eval's default 100000)",
+    )
+    p.add_argument("--seed", type=int, default=1234, help="seed for few-shot sampling and sampled generation")
+    p.add_argument("--output", required=True, help="run folder: results.json, samples/, cache (re-running the same command resumes)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="compare two eval runs: deltas, per-item agreement, paired tests")
+    p.add_argument("run_a", help="folder of the first run (its --output)")
+    p.add_argument("run_b", help="folder of the second run")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_compare)
+
+
+def _request(args: argparse.Namespace):
+    from evalsuite.run import EvalRequest
+
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    if not tasks:
+        raise EvalError("--tasks is empty; name at least one task, e.g. --tasks arc_easy")
+    limit = args.limit
+    if limit is not None:
+        if limit <= 0:
+            raise EvalError(f"--limit {limit}: must be positive")
+        limit = int(limit) if limit >= 1 else limit
+    return EvalRequest(
+        model=args.model,
+        backend=args.backend,
+        tasks=tasks,
+        output=args.output,
+        variant=args.variant if args.backend != "native" else None,
+        device=args.device if args.backend == "browser" else None,
+        provider=args.provider if args.backend == "onnx" else None,
+        limit=limit,
+        num_fewshot=args.num_fewshot,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        gen_kwargs=_gen_kwargs(args.gen_kwargs),
+        bootstrap_iters=args.bootstrap_iters,
+    )
+
+
+def _gen_kwargs(text: str | None) -> dict | None:
+    if not text:
+        return None
+    from lm_eval.utils import simple_parse_args_string
+
+    try:
+        return simple_parse_args_string(text)
+    except Exception as e:
+        raise EvalError(f"--gen-kwargs {text!r}: expected key=value,key=value ({e})") from None
+
+
+def build_lm(req):
+    """The backend object for a request (the only place that maps CLI options to model args)."""
+    from evalsuite.backends import get_backend
+
+    cls = get_backend(req.backend)
+    kwargs = {"pretrained": req.model, "seed": req.seed}
+    if req.batch_size:
+        kwargs["batch_size"] = req.batch_size
+    if req.backend == "onnx":
+        kwargs |= {"variant": req.variant, "provider": req.provider}
+    elif req.backend == "browser":
+        kwargs |= {"variant": req.variant, "device": req.device}
+    return cls(**kwargs)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lm_eval.utils import make_table
+
+    from evalsuite.run import check_resume, run_eval
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    req = _request(args)
+    from pathlib import Path
+
+    if check_resume(req, Path(req.output)):
+        print(f"resuming the run in {req.output} from its cache", file=sys.stderr)
+    results = run_eval(req, build_lm(req))
+    print(make_table(results))
+    if results.get("groups"):
+        print(make_table(results, "groups"))
+    print(f"results: {Path(req.output) / 'results.json'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from evalsuite.compare import compare_runs, to_json, to_table
+    from evalsuite.run import load_run
+
+    rows = compare_runs(load_run(args.run_a), load_run(args.run_b))
+    print(json.dumps(to_json(rows), indent=2) if args.as_json else to_table(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from converter.errors import WebllamaError
+
+    parser = argparse.ArgumentParser(prog="webllama")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except WebllamaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
