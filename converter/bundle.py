@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 
+from converter.customize import Customization
 from converter.errors import DiskFull, OutputExists
 from converter.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, list_files, write_json_atomic
 from converter.onnx_io import graph_io, save_sharded
@@ -86,7 +87,9 @@ def write_model_files(source: LoadedSource, root: Path, variants: dict[str, dict
     if source.chat_template and "chat_template" not in tc:
         tc["chat_template"] = source.chat_template  # transformers.js reads it from here
     tc_path.write_text(json.dumps(tc, indent=2, sort_keys=True) + "\n")
-    for stray in ("tokenizer.model",):  # the fast tokenizer.json is the only one the browser reads
+    # One source of truth for the browser and for transformers: tokenizer_config.json. (transformers 4.57
+    # also writes chat_template.jinja, which would win over it when loading in Python.)
+    for stray in ("tokenizer.model", "chat_template.jinja"):
         (root / stray).unlink(missing_ok=True)
 
 
@@ -98,7 +101,7 @@ def eos_ids(source: LoadedSource) -> list[int]:
 
 
 def build_manifest(source: LoadedSource, root: Path, variants: dict[str, dict], quant: QuantSpec,
-                   verify: dict | None) -> dict:
+                   verify: dict | None, customization: Customization | None = None) -> dict:
     c = source.model.config
     n_params = sum(p.numel() for p in source.model.parameters())
     files = list_files(root)
@@ -117,7 +120,8 @@ def build_manifest(source: LoadedSource, root: Path, variants: dict[str, dict], 
         "format": FORMAT,
         "created_by": f"webllama {VERSION}",
         "name": source.name,
-        "source": {"kind": source.kind, "path": source.path, "sha256": source.sha256, "revision": source.revision},
+        "source": {"kind": source.kind, "path": source.path, "sha256": source.sha256, "revision": source.revision,
+                   "customization": customization.to_json() if customization and not customization.empty else None},
         "architecture": "llama",
         "config": {
             "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,

@@ -26,6 +26,7 @@ def _human(n: int) -> str:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from converter.convert import ConvertOptions, convert
+    from converter.customize import Customization
     from converter.quant.int4 import QuantSpec
     from converter.variants import parse_variants
 
@@ -34,6 +35,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         quant=QuantSpec(method=args.method, block_size=args.block_size, symmetric=not args.asymmetric,
                         accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits),
         revision=args.revision, verify=not args.no_verify, force=args.force, graph=args.graph,
+        customization=Customization(
+            adapters=tuple(args.adapter or ()), adapter_weights=tuple(args.adapter_weight or ()),
+            chat_template=args.chat_template, context_length=args.context_length, rope_scaling=args.rope_scaling,
+        ),
     )
     bundle = convert(args.source, args.output, opts)
     _print_bundle(bundle)
@@ -53,6 +58,8 @@ def _print_bundle(bundle) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from converter import customize
+    from converter.customize import Customization
     from converter.manifest import list_files, open_bundle, write_json_atomic
     from converter.sources import load_source
     from converter.verify import format_table, raise_if_failed, verify_bundle
@@ -60,6 +67,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     bundle = open_bundle(args.bundle, check_hashes=True)
     src_path = args.source or bundle.manifest["source"]["path"]
     source = load_source(src_path, revision=bundle.manifest["source"].get("revision"))
+    source = customize.apply(source, Customization.from_json(bundle.manifest["source"].get("customization")))
     variants = args.variant.split(",") if args.variant else None
     doc = verify_bundle(source, bundle, variants)
     write_json_atomic(bundle.root / "verify.json", doc)
@@ -91,6 +99,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for a hub id")
     p.add_argument("--graph", default="optimum", choices=["optimum", "fused"],
                    help="optimum: reference export (default); fused: onnxruntime fused ops, streamed layer by layer")
+    p.add_argument("--adapter", action="append", metavar="DIR",
+                   help="PEFT LoRA/QLoRA adapter merged into the weights before export (repeatable)")
+    p.add_argument("--adapter-weight", action="append", type=float, metavar="W",
+                   help="scale of the matching --adapter (default 1.0 each)")
+    p.add_argument("--chat-template", default=None,
+                   help="vicuna|llama2|llama3|chatml|alpaca or a .jinja file (replaces the source's template)")
+    p.add_argument("--context-length", type=int, default=None, help="extend the context to N tokens via RoPE scaling")
+    p.add_argument("--rope-scaling", default=None, choices=["linear", "dynamic", "yarn", "llama3"],
+                   help="RoPE scaling type for --context-length (default linear)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check against the source model")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=cmd_convert)

@@ -11,7 +11,9 @@ from pathlib import Path
 import onnx
 from tqdm.auto import tqdm
 
+from converter import customize
 from converter.bundle import build_manifest, staging_dir, write_manifest, write_model_files, write_variant
+from converter.customize import Customization
 from converter.export_optimum import export_fp32
 from converter.manifest import Bundle, open_bundle
 from converter.quant.fp16 import to_fp16
@@ -30,6 +32,7 @@ class ConvertOptions:
     verify: bool = True
     force: bool = False
     progress: bool = True
+    customization: Customization = field(default_factory=Customization)
     graph: str = "optimum"  # "optimum" (reference export) | "fused" (converter/graph, streamed)
 
 
@@ -58,6 +61,7 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
                                                     disable=not opts.progress) as bar:
         bar.set_postfix_str(steps[0])
         src = source if isinstance(source, LoadedSource) else load_source(source, revision=opts.revision)
+        src = customize.apply(src, opts.customization)
         bar.update()
         bar.set_postfix_str(steps[1])
         base = export_fp32(src, tmp)
@@ -76,11 +80,11 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
         verify = None
         if opts.verify:
             bar.set_postfix_str("verify")
-            write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, None))
+            write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, None, opts.customization))
             verify = verify_bundle(src, open_bundle(tmp), [v.name for v in opts.variants])
             (tmp / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
             bar.update()
-        write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify))
+        write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify, opts.customization))
     bundle = open_bundle(out)
     if verify is not None:
         raise_if_failed(verify, str(out))

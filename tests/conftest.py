@@ -86,7 +86,7 @@ def make_tiny_llama(folder: Path, stories_dir: Path, *, tie: bool = False, rope_
                         "original_max_position_embeddings": 64}
     cfg = LlamaConfig(
         vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, rope_theta=50000.0, rope_scaling=rope_scaling,
+        num_key_value_heads=2, max_position_embeddings=256, rope_theta=50000.0, rope_scaling=rope_scaling or None,
         tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2,
     )
     model = LlamaForCausalLM(cfg).eval()

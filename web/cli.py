@@ -1,4 +1,5 @@
-"""`webllama serve BUNDLE_OR_DIR... [--host 127.0.0.1] [--port 8000] [--leaderboard DIR]`.
+"""`webllama serve BUNDLE_OR_DIR... [--host 127.0.0.1] [--port 8000] [--leaderboard DIR]` and
+`webllama site BUNDLE_OR_DIR... --out DIR [--leaderboard DIR] [--force]` (a static site, web/static_site.py).
 
 `register(subparsers)` is called by the root parser in converter/cli.py. `python -m web.cli serve ...`
 runs the same subcommand without the root parser.
@@ -30,8 +31,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--leaderboard", type=Path, default=None, metavar="DIR",
-                   help="folder holding leaderboard .html reports; /leaderboard shows the newest")
+                   help="leaderboard folder (`webllama leaderboard --out DIR`), shown at /leaderboard/")
     p.set_defaults(handler=run_serve)
+    _register_site(subparsers)
+
+
+def _register_site(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "site",
+        help="write the chat page, the engine and bundles as a static site for any static file host",
+        description="Write a self-contained static site: the chat page, the engine, the onnxruntime-web / "
+        "tokenizers / jinja files it loads, copies of the bundles, api/models, and the leaderboard. "
+        "Without COOP/COEP headers from the host the page runs WASM on one thread.",
+    )
+    p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE_OR_DIR",
+                   help="a bundle folder (holds manifest.json) or a folder of bundle folders")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write (must not exist)")
+    p.add_argument("--leaderboard", type=Path, default=None, metavar="DIR",
+                   help="leaderboard folder (`webllama leaderboard --out DIR`), copied to DIR/leaderboard/")
+    p.add_argument("--force", action="store_true", help="replace --out if it is a site written before")
+    p.set_defaults(handler=run_site)
+
+
+def run_site(args: argparse.Namespace) -> int:
+    from web.static_site import SiteOptions, write_site
+
+    s = write_site(SiteOptions(bundle_paths=tuple(args.bundles), out=args.out,
+                               leaderboard_dir=args.leaderboard, force=args.force))
+    board = f"leaderboard from {s.leaderboard}" if s.leaderboard else "no leaderboard"
+    sys.stdout.write(f"webllama: site with {', '.join(s.bundles)} ({board}, {s.bytes / 1e6:.1f} MB) in {s.out}\n"
+                     f"  try it: python -m http.server -d {s.out} 8000, then open http://127.0.0.1:8000/\n")
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -10,7 +10,11 @@ URL layout (the engine relies on it: worker.js imports `../vendor/...`):
   /static/<path>            web/static                        /engine/<path>  web/engine
   /vendor/<pkg>/<path>      whitelisted npm dist folders (ort, tokenizers, jinja)
   /bundles/<slug>/<path>    one bundle folder                 /api/models     the bundles, summarized
-  /leaderboard              newest *.html of --leaderboard DIR, or a "no leaderboard yet" page
+  /leaderboard              redirects to /leaderboard/
+  /leaderboard/             the leaderboard folder's page (find_leaderboard), or a "no leaderboard yet" page
+  /leaderboard/<path>       that folder's other files (plots, .md/.csv/.json), by a whitelist of suffixes
+
+Pages use relative URLs only, so web/site.py can write the same files as a static site.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, send_file
+from flask import Flask, Response, abort, jsonify, redirect, send_file
 from werkzeug.security import safe_join
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -45,7 +49,12 @@ MIME_TYPES: dict[str, str] = {
     ".css": "text/css",
     ".png": "image/png",
     ".svg": "image/svg+xml",
+    ".md": "text/markdown; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
 }
+
+# What /leaderboard/<path> serves from the leaderboard folder (evalsuite/leaderboard_html.py writes these).
+LEADERBOARD_SUFFIXES = frozenset({".html", ".png", ".svg", ".md", ".csv", ".json", ".css"})
 
 CROSS_ORIGIN_HEADERS: dict[str, str] = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -122,8 +131,11 @@ def discover_bundles(paths: tuple[Path, ...]) -> dict[str, BundleEntry]:
     return entries
 
 
-def model_summary(entry: BundleEntry) -> dict:
-    """The /api/models row for one bundle: what the picker shows, without the per-file list."""
+def model_summary(entry: BundleEntry, bundles_url: str = "/bundles/") -> dict:
+    """The /api/models row for one bundle: what the picker shows, without the per-file list.
+
+    `bundles_url` prefixes the bundle URLs: "/bundles/" for the server, "bundles/" (relative to the
+    page) for a static site."""
     m = entry.manifest
     variants = {
         name: {k: v.get(k) for k in ("bytes", "activation_dtype", "kv_dtype", "requires_webgpu_features")}
@@ -132,8 +144,8 @@ def model_summary(entry: BundleEntry) -> dict:
     return {
         "id": entry.slug,
         "name": m.get("name", entry.slug),
-        "url": f"/bundles/{entry.slug}/",
-        "manifest_url": f"/bundles/{entry.slug}/manifest.json",
+        "url": f"{bundles_url}{entry.slug}/",
+        "manifest_url": f"{bundles_url}{entry.slug}/manifest.json",
         "architecture": m.get("architecture"),
         "context_length": m.get("context_length"),
         "num_parameters": m.get("num_parameters"),
@@ -168,16 +180,43 @@ def _mime_for(name: str) -> str | None:
     return None
 
 
-def _latest_html(folder: Path | None) -> Path | None:
+@dataclass(frozen=True)
+class Leaderboard:
+    folder: Path  # holds the page and the files it links to (relative URLs)
+    page: str  # file name of the page inside `folder`
+
+
+def find_leaderboard(folder: Path | None) -> Leaderboard | None:
+    """The leaderboard to show from `--leaderboard DIR`, looked up on every request (it may be rewritten):
+    DIR/index.html (the folder `webllama leaderboard --out DIR` writes), else the newest subfolder
+    holding an index.html, else the newest *.html in DIR; None when there is none."""
     if folder is None or not folder.is_dir():
         return None
+    if (folder / "index.html").is_file():
+        return Leaderboard(folder, "index.html")
+    subs = [p for p in folder.glob("*/index.html") if p.is_file()]
+    if subs:
+        return Leaderboard(_newest(subs).parent, "index.html")
     pages = [p for p in folder.glob("*.html") if p.is_file()]
-    return max(pages, key=lambda p: (p.stat().st_mtime, p.name)) if pages else None
+    return Leaderboard(folder, _newest(pages).name) if pages else None
 
 
+def _newest(paths: list[Path]) -> Path:
+    return max(paths, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+# Served at /leaderboard/ (and written as the static site's leaderboard/index.html): relative URLs.
 NO_LEADERBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>webllama leaderboard</title>
-<link rel="stylesheet" href="/static/style.css"></head><body><main class="notice">
-<h1>No leaderboard yet</h1><p>{why}</p><p><a href="/">Back to the chat</a></p></main></body></html>"""
+<link rel="stylesheet" href="../static/style.css"></head><body><main class="notice">
+<h1>No leaderboard yet</h1><p>{why}</p><p><a href="../">Back to the chat</a></p></main></body></html>"""
+
+
+def no_leaderboard_page(folder: Path | None) -> str:
+    why = ("No leaderboard folder was given: start the server with `--leaderboard DIR`."
+           if folder is None else
+           f"{html.escape(str(folder))} holds no leaderboard yet; write one with "
+           "`webllama leaderboard RUNS... --out DIR`.")
+    return NO_LEADERBOARD.format(why=why)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,12 +290,19 @@ def _add_bundle_routes(app: Flask, cfg: ServeConfig, bundles: dict[str, BundleEn
 
 def _add_leaderboard_route(app: Flask, cfg: ServeConfig) -> None:
     @app.get("/leaderboard")
+    def leaderboard_redirect() -> Response:
+        return redirect("/leaderboard/", code=302)  # the page's relative links need the trailing slash
+
+    @app.get("/leaderboard/")
     def leaderboard() -> Response:
-        page = _latest_html(cfg.leaderboard_dir)
-        if page is None:
-            why = ("No leaderboard folder was given: start the server with `--leaderboard DIR`."
-                   if cfg.leaderboard_dir is None else
-                   f"{html.escape(str(cfg.leaderboard_dir))} holds no .html report yet; "
-                   "run the evaluation suite to make one.")
-            return Response(NO_LEADERBOARD.format(why=why), mimetype="text/html")
-        return _send(page.parent, page.name, max_age=0)
+        board = find_leaderboard(cfg.leaderboard_dir)
+        if board is None:
+            return Response(no_leaderboard_page(cfg.leaderboard_dir), mimetype="text/html")
+        return _send(board.folder, board.page, max_age=0)
+
+    @app.get("/leaderboard/<path:rel>")
+    def leaderboard_file(rel: str) -> Response:
+        board = find_leaderboard(cfg.leaderboard_dir)
+        if board is None or Path(rel).suffix.lower() not in LEADERBOARD_SUFFIXES:
+            abort(404)
+        return _send(board.folder, rel, max_age=0)

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from converter.onnx_io import ALIGN, GiB, MIN_EXTERNAL
+from converter.onnx_io import ALIGN, MIN_EXTERNAL, GiB
 
 OPSET = 21  # int4 tensors (GatherBlockQuantized's data) need opset 21 and IR version 10
 IR_VERSION = 10

@@ -14,7 +14,6 @@ layer is read; the builder keeps only node protos. Peak memory is about one laye
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,8 +131,7 @@ def build_graph(reader: TensorReader, p: Precision, path: Path, progress: Callab
     embed_init = "/model/embed_tokens.weight" if not p.int4 else None
     residual = None
     for i in range(cfg.n_layers):
-        x, residual = emit_layer(g, reader, cfg, p, i, a, x, residual)
-        gc.collect()
+        x, residual = emit_layer(g, reader, cfg, p, i, a, x, residual)  # the layer's arrays die here
         if progress:
             progress(i)
     normed, _ = ops.skip_rms_norm(g, x, residual, reader.get(GLOBAL_TENSORS["norm"]), cfg.rms_eps, p, "/model/norm")

@@ -12,8 +12,6 @@ declarative table, and hands out float32 numpy arrays in torch nn.Linear layout 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +111,12 @@ class TensorReader:
 
 
 class SafetensorsReader(TensorReader):
-    """A Hugging Face directory: config.json + *.safetensors (sharded or not), memory-mapped."""
+    """A Hugging Face directory: config.json + *.safetensors (sharded or not).
+
+    Each tensor is read through its own short-lived memory map: pages of a mapping that stays open
+    count as resident memory once touched, so keeping the shards mapped would make the process look
+    as large as the checkpoint.
+    """
 
     def __init__(self, folder: Path) -> None:
         from safetensors import safe_open
@@ -121,13 +124,10 @@ class SafetensorsReader(TensorReader):
 
         self.folder = folder
         self.hf_config = AutoConfig.from_pretrained(folder)
-        self._files = {}
         self._where: dict[str, Path] = {}
         for f in sorted(folder.glob("*.safetensors")):
-            handle = safe_open(str(f), framework="pt")
-            self._files[f] = handle
-            for k in handle.keys():
-                self._where[k] = f
+            with safe_open(str(f), framework="pt") as handle:
+                self._where.update({k: f for k in handle.keys()})
         if not self._where:
             raise self._missing("*.safetensors", str(folder))
 
@@ -136,62 +136,49 @@ class SafetensorsReader(TensorReader):
 
     def get(self, hf_name: str) -> np.ndarray:
         import torch
+        from safetensors import safe_open
 
         if hf_name not in self._where:
             raise self._missing(hf_name, str(self.folder))
-        t = self._files[self._where[hf_name]].get_tensor(hf_name)
+        with safe_open(str(self._where[hf_name]), framework="pt") as handle:
+            t = handle.get_tensor(hf_name)
         return t.to(torch.float32).numpy()
 
 
-class GGUFTensorReader(TensorReader):
-    """A llama GGUF file: config from transformers' GGUF parser, tensors dequantized one at a time."""
+# GGUF metadata key (after "llama.") -> LlamaConfig field, as transformers' GGUF config mapping
+GGUF_CONFIG: dict[str, str] = {
+    "context_length": "max_position_embeddings", "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size", "embedding_length": "hidden_size",
+    "rope.dimension_count": "head_dim", "rope.freq_base": "rope_theta",
+    "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps", "vocab_size": "vocab_size",
+}
 
-    def __init__(self, file: Path, hf_config=None) -> None:
-        from gguf import GGUFReader
-        from transformers import AutoConfig
 
-        self.file = file
-        self.hf_config = hf_config or AutoConfig.from_pretrained(file.parent, gguf_file=file.name)
-        if self.hf_config.model_type != "llama":
-            raise UnsupportedArchitecture(f"{file}: GGUF model_type {self.hf_config.model_type!r} is not llama")
-        self._reader = GGUFReader(file)
-        self._tensors = {t.name: t for t in self._reader.tensors}
-        self._gguf_of = {}
-        for hf, gg in GGUF_NAMES.items():
-            if "{i}" in hf:
-                for i in range(self.hf_config.num_hidden_layers):
-                    self._gguf_of[hf.format(i=i)] = gg.format(i=i)
-            else:
-                self._gguf_of[hf] = gg
+def gguf_llama_config(reader, file: Path):
+    """A LlamaConfig from the GGUF header alone (transformers' AutoConfig re-parses the whole file)."""
+    from transformers import LlamaConfig
 
-    def has(self, hf_name: str) -> bool:
-        return self._gguf_of.get(hf_name) in self._tensors
+    def field(key):
+        f = reader.fields.get(key)
+        return None if f is None else f.contents()
 
-    def _tensor(self, hf_name: str):
-        t = self._tensors.get(self._gguf_of.get(hf_name, hf_name))
-        if t is None:
-            raise self._missing(f"{hf_name} (GGUF {self._gguf_of.get(hf_name)!r})", str(self.file))
-        return t
-
-    def get(self, hf_name: str) -> np.ndarray:
-        from gguf import dequantize
-
-        t = self._tensor(hf_name)
-        w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-        return self._unpermute(hf_name, w)
-
-    def _unpermute(self, hf_name: str, w: np.ndarray) -> np.ndarray:
-        """llama.cpp stores q/k rows in the interleaved RoPE order; transformers rotates halves."""
-        c = self.hf_config
-        if hf_name.endswith("self_attn.q_proj.weight"):
-            return permute_rope(w, c.num_attention_heads)
-        if hf_name.endswith("self_attn.k_proj.weight"):
-            return permute_rope(w, c.num_key_value_heads)
-        return w
-
-    def raw(self, hf_name: str):
-        t = self._tensor(hf_name)
-        return t.tensor_type.name, np.asarray(t.data)
+    arch = field("general.architecture")
+    if arch != "llama":
+        raise UnsupportedArchitecture(f"{file}: GGUF architecture {arch!r} is not supported; webllama converts llama")
+    kw = {hf: field(f"llama.{k}") for k, hf in GGUF_CONFIG.items() if field(f"llama.{k}") is not None}
+    names = {t.name for t in reader.tensors}
+    if "vocab_size" not in kw:
+        embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
+        kw["vocab_size"] = int(embd.shape[1])
+    kind, factor = field("llama.rope.scaling.type"), field("llama.rope.scaling.factor")
+    if kind == "linear" and factor:
+        kw["rope_scaling"] = {"rope_type": "linear", "factor": float(factor)}
+    elif kind not in (None, "none"):
+        raise UnsupportedArchitecture(f"{file}: GGUF rope scaling {kind!r} is not supported by --graph fused")
+    if "rope_freqs.weight" in names:
+        raise UnsupportedArchitecture(f"{file}: GGUF rope_freqs (llama3 scaling) is not supported by --graph fused")
+    return LlamaConfig(**kw, tie_word_embeddings="output.weight" not in names, architectures=["LlamaForCausalLM"])
 
 
 class Llama2cReader(TensorReader):
@@ -250,10 +237,3 @@ class StateDictReader(TensorReader):
         return self._sd[hf_name].detach().to(torch.float32).numpy().copy()
 
 
-def iter_layers(reader: TensorReader) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    for i in range(reader.config.n_layers):
-        yield i, reader.layer(i)
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())

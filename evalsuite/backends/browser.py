@@ -19,6 +19,7 @@ The engine decodes greedily only; sampled generation (do_sample with temperature
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -81,6 +82,7 @@ class PageSession:
 
         from web.server import ServeConfig, create_app
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per file fetched otherwise
         app = create_app(ServeConfig(bundle_paths=(self.bundle,)))
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -51,3 +51,22 @@ def test_browser_refuses_sampling(browser_lm):
 
     with pytest.raises(BackendError, match="greedy"):
         browser_lm.generate([[1, 2]], GenOptions(4, (), (2,), do_sample=True, temperature=0.7))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("WEBLLAMA_EVAL_WEBGPU"), reason="set WEBLLAMA_EVAL_WEBGPU=1 (~2 min on 2 cores)")
+def test_browser_webgpu_scores_like_onnx(s260_bundle):
+    """SwiftShader WebGPU (--enable-unsafe-webgpu): same greedy flags, log-likelihoods within 1e-3."""
+    from evalsuite.backends.browser import BrowserLM
+    from evalsuite.backends.onnx import OnnxLM
+
+    pairs = [([1, 403, 407], [261, 378]), ([1, 403], [407, 261, 378]), ([1], [403])]
+    lm = BrowserLM(pretrained=str(s260_bundle), variant="q4", device="webgpu")
+    try:
+        got = lm.score_pairs(pairs)
+        assert "webgpu" in lm.session.info["execution_provider"]
+    finally:
+        lm.close()
+    want = OnnxLM(pretrained=str(s260_bundle), variant="q4").score_pairs(pairs)
+    for (a, ga), (b, gb) in zip(got, want, strict=True):
+        assert ga == gb and a == pytest.approx(b, abs=1e-3)

@@ -94,6 +94,7 @@ def test_without_webgpu_falls_back_to_wasm_and_answers(browser_no_webgpu, s260_s
     reply, status = chat_once(pg, "Once upon a time")
     assert len(reply) > 5
     assert "Provider: wasm" in status and "Adapter: none" in status, status
+    assert "(cross-origin isolated)" in status, status  # `webllama serve` sends COOP/COEP: threads allowed
     info = pg.evaluate("""async () => { const {createEngine} = await import('/engine/client.js');
         const e = await createEngine('/bundles/stories260K/'); const i = await e.runtimeInfo(); e.terminate(); return i; }""")
     assert info["execution_provider"] == "wasm" and info["adapter"] is None and info["fallback_reason"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
-from web.server import ServeConfig, ServeError, create_app, discover_bundles
+from web.server import Leaderboard, ServeConfig, ServeError, create_app, discover_bundles, find_leaderboard
 
 from .conftest import node_modules_ready
 
@@ -111,19 +113,67 @@ def test_vendor_wasm_and_mjs_mime(client):
     assert client.get("/vendor/jinja/index.js").status_code == 200
 
 
-def test_leaderboard(tmp_path, bundle):
-    none = create_app(ServeConfig(bundle_paths=(bundle,))).test_client().get("/leaderboard")
-    assert none.status_code == 200 and b"No leaderboard yet" in none.data
+def leaderboard_rows():
+    """Two rows for evalsuite.leaderboard_html.write_leaderboard (no eval run needed)."""
+    from evalsuite.leaderboard import Row, Score
+
+    native = Row("tiny", "source", "native", "abc", {"arc_easy": Score("acc,none", 0.42, 0.02)}, 2_000_000, 4.0)
+    q4 = Row("tiny", "q4", "browser-wasm", "abc", {"arc_easy": Score("acc,none", 0.40, 0.02, delta=-0.02, p_value=0.3)},
+             600_000, 0.6)
+    return [native, q4]
+
+
+def test_leaderboard_folder_is_served_with_its_files(tmp_path, bundle):
+    from evalsuite.leaderboard_html import write_leaderboard
+
+    lb = tmp_path / "lb"
+    write_leaderboard(leaderboard_rows(), lb)
+    (tmp_path / "secret.txt").write_text("do not serve")
+    (lb / "notes.py").write_text("do not serve")
+    c = create_app(ServeConfig(bundle_paths=(bundle,), leaderboard_dir=lb)).test_client()
+    r = c.get("/leaderboard")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/leaderboard/")
+    page = c.get("/leaderboard/")
+    assert page.status_code == 200 and page.data == (lb / "index.html").read_bytes()
+    assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    # Every relative URL of the page resolves under /leaderboard/.
+    links = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.get_data(as_text=True))
+    assert {"accuracy_vs_size.png", "deltas_vs_native.png", "leaderboard.md", "leaderboard.csv",
+            "leaderboard.json"} <= set(links)
+    for link in links:
+        got = c.get(f"/leaderboard/{link}")
+        assert got.status_code == 200 and got.data == (lb / link).read_bytes(), link
+    assert c.get("/leaderboard/accuracy_vs_size.png").headers["Content-Type"] == "image/png"
+    assert c.get("/leaderboard/deltas_vs_native.svg").headers["Content-Type"].startswith("image/svg+xml")
+    assert c.get("/leaderboard/leaderboard.csv").headers["Content-Type"].startswith("text/csv")
+    for bad in ("/leaderboard/../secret.txt", "/leaderboard/%2e%2e/secret.txt", "/leaderboard/..%2fsecret.txt",
+                "/leaderboard//etc/passwd", "/leaderboard/notes.py", "/leaderboard/nope.png"):
+        got = c.get(bad)
+        assert got.status_code in (400, 404) and b"do not serve" not in got.data, bad
+
+
+def test_leaderboard_fallbacks(tmp_path, bundle):
+    none = create_app(ServeConfig(bundle_paths=(bundle,))).test_client()
+    assert none.get("/leaderboard/").status_code == 200 and b"No leaderboard yet" in none.get("/leaderboard/").data
+    assert none.get("/leaderboard/index.html").status_code == 404
     lb = tmp_path / "lb"
     lb.mkdir()
-    empty = create_app(ServeConfig(bundle_paths=(bundle,), leaderboard_dir=lb)).test_client().get("/leaderboard")
-    assert b"No leaderboard yet" in empty.data
+    empty = create_app(ServeConfig(bundle_paths=(bundle,), leaderboard_dir=lb)).test_client()
+    assert b"No leaderboard yet" in empty.get("/leaderboard/").data
+    # Older layout: a folder of .html reports -> the newest one.
     (lb / "old.html").write_text("<p>old</p>")
     (lb / "new.html").write_text("<p>new</p>")
-    import os
     os.utime(lb / "old.html", (1, 1))
-    r = create_app(ServeConfig(bundle_paths=(bundle,), leaderboard_dir=lb)).test_client().get("/leaderboard")
-    assert r.status_code == 200 and r.data == b"<p>new</p>"
+    assert find_leaderboard(lb) == Leaderboard(lb, "new.html")
+    assert empty.get("/leaderboard/").data == b"<p>new</p>"
+    # A folder of leaderboard folders -> the newest one; DIR/index.html wins over both.
+    for name, t in (("2024-01", 1), ("2024-02", 2)):
+        (lb / name).mkdir()
+        (lb / name / "index.html").write_text(f"<p>{name}</p>")
+        os.utime(lb / name / "index.html", (t, t))
+    assert empty.get("/leaderboard/").data == b"<p>2024-02</p>"
+    (lb / "index.html").write_text("<p>top</p>")
+    assert empty.get("/leaderboard/").data == b"<p>top</p>"
 
 
 def test_discovery_errors_and_unique_slugs(tmp_path, bundle):

@@ -26,7 +26,7 @@ export * from './errors.js';
 
 /**
  * Start a worker and load a bundle in it.
- * @param {string} bundleUrl e.g. '/bundles/stories260K/' (or its manifest.json URL)
+ * @param {string} bundleUrl e.g. '/bundles/stories260K/' (or its manifest.json URL; relative to the page)
  * @param {EngineOptions} [options]
  * @returns {Promise<WebLlamaEngine>}
  */
@@ -66,10 +66,14 @@ export class WebLlamaEngine {
     this.chat = { completions: { create: (/** @type {any} */ req, /** @type {{signal?: AbortSignal}} */ o) => this.createCompletion(req, o) } };
   }
 
-  /** Load (or switch to) a bundle. @param {string} bundleUrl @param {EngineOptions} [options] */
+  /**
+   * Load (or switch to) a bundle. A relative `bundleUrl` is relative to the page (not to the worker).
+   * @param {string} bundleUrl @param {EngineOptions} [options]
+   */
   async reload(bundleUrl, options = {}) {
     const { initProgressCallback, workerUrl, ...loadOptions } = options;
-    this.info = await this.rpc.call(Method.LOAD, [String(bundleUrl), loadOptions], { onChunk: initProgressCallback });
+    const url = typeof location === 'undefined' ? String(bundleUrl) : new URL(String(bundleUrl), location.href).href;
+    this.info = await this.rpc.call(Method.LOAD, [url, loadOptions], { onChunk: initProgressCallback });
     return this.info;
   }
 

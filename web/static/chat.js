@@ -1,7 +1,9 @@
 // Chat page: UI only. Talks to the engine through client.js (which runs it in a Web Worker).
 // URL parameters (handy for links and tests): ?model=ID&device=auto|webgpu|wasm&variant=q4&autoload=1
+// Every URL is relative to the page, so the same files work under `webllama serve` and as a static site
+// (`webllama site`), at any path of any static host.
 
-import { createEngine, clearModelCache, modelCacheUsage } from '/engine/client.js';
+import { createEngine, clearModelCache, modelCacheUsage } from '../engine/client.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const ui = {
@@ -13,7 +15,7 @@ const ui = {
 
 /** Page state: the engine, the conversation, the runtime info of the loaded model. */
 const state = {
-  /** @type {import('/engine/client.js').WebLlamaEngine | null} */ engine: null,
+  /** @type {import('../engine/client.js').WebLlamaEngine | null} */ engine: null,
   /** @type {{role: string, content: string}[]} */ history: [],
   /** @type {any} */ info: null,
   busy: false,
@@ -43,12 +45,23 @@ function setReady(ready) {
   ui.load.disabled = state.busy;
 }
 
+/**
+ * How onnxruntime-web's WASM runs: threads need cross-origin isolation (COOP/COEP headers, which
+ * `webllama serve` sends); a static host without them gets one thread.
+ * @param {any} [info] RuntimeInfo once a model is loaded
+ */
+function threadMode(info) {
+  const isolated = info ? info.cross_origin_isolated : window.crossOriginIsolated;
+  const threads = info ? info.num_threads : (isolated ? 'auto' : 1);
+  return `threads: ${threads} (${isolated ? 'cross-origin isolated' : 'no cross-origin isolation'})`;
+}
+
 function statusLine(/** @type {any} */ usage) {
   const i = state.info;
-  if (!i) return 'No model loaded.';
+  if (!i) return `No model loaded. · ${threadMode()}`;
   const adapter = i.adapter ? `${i.adapter.vendor} ${i.adapter.architecture}`.trim() || 'unnamed adapter' : 'none';
   const parts = [
-    `Model ${i.model} (${i.variant})`, `Provider: ${i.execution_provider}`, `Adapter: ${adapter}`,
+    `Model ${i.model} (${i.variant})`, `Provider: ${i.execution_provider}`, `Adapter: ${adapter}`, threadMode(i),
   ];
   if (i.fallback_reason && i.execution_provider === 'wasm') parts.push(`(${i.fallback_reason})`);
   if (usage) {
@@ -60,7 +73,7 @@ function statusLine(/** @type {any} */ usage) {
 }
 
 async function listModels() {
-  const resp = await fetch('/api/models');
+  const resp = await fetch('api/models');
   const body = await resp.json();
   ui.model.replaceChildren(...body.data.map((/** @type {any} */ m) => {
     const opt = document.createElement('option');
@@ -69,7 +82,7 @@ async function listModels() {
     opt.textContent = `${m.name} (${Object.keys(m.variants).join(', ')})`;
     return opt;
   }));
-  if (body.data.length === 0) showError('No bundles are served: start `webllama serve BUNDLE_DIR`.');
+  if (body.data.length === 0) showError('No bundles are served: start `webllama serve BUNDLE_DIR` or build the site with bundles.');
   return body.data;
 }
 
@@ -104,7 +117,7 @@ async function loadModel() {
     setReady(true);
     ui.prompt.focus();
   } catch (e) {
-    ui.status.textContent = 'No model loaded.';
+    ui.status.textContent = statusLine(null);
     showError(e);
   }
   refreshCacheUsage();
@@ -205,6 +218,7 @@ function bindEvents() {
 
 async function main() {
   bindEvents();
+  ui.status.textContent = statusLine(null);
   const params = new URLSearchParams(location.search);
   if (params.get('device')) ui.device.value = params.get('device');
   try {

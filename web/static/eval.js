@@ -1,11 +1,11 @@
 // window.webllama: the low-level engine API for the evaluation suite (Playwright page.evaluate).
 // Optional auto-load: /eval.html?bundle=/bundles/NAME/&device=wasm&variant=q4
-import { createEngine, clearModelCache } from '/engine/client.js';
+import { createEngine, clearModelCache } from '../engine/client.js';
 
 const statusEl = /** @type {HTMLElement} */ (document.getElementById('status'));
 const infoEl = /** @type {HTMLElement} */ (document.getElementById('info'));
 
-/** @type {import('/engine/client.js').WebLlamaEngine | null} */
+/** @type {import('../engine/client.js').WebLlamaEngine | null} */
 let engine = null;
 
 function need() {

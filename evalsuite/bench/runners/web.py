@@ -129,7 +129,6 @@ def gpt2_detokenize(tokens: list[str]) -> str:
 
 def _bundle_common(req) -> tuple:
     from converter.manifest import open_bundle
-
     from evalsuite.bench.web_server import BenchServer
 
     bundle = open_bundle(req.target)

@@ -1,0 +1,220 @@
+"""`--graph fused` against the optimum reference graph: fp32 token-exact with torch, q4 equal to the
+reference q4 (same quantized weights) within float tolerance, on stories260K, a tiny random Llama
+(GQA, llama3 RoPE scaling) and SmolLM2-135M (GGUF). Also: left/right padding, batched decoding with
+the cache, and the exact GGUF Q4_0 -> MatMulNBits transcode."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from converter import ConvertOptions, convert, open_bundle
+from converter.ort_model import OrtModel
+from converter.variants import parse_variants
+from converter.verify import VERIFY_TEXT, logit_stats
+from tests.conftest import read_json
+
+Q4_LOGIT_TOL = 2e-3  # same int4 bytes, different kernels' float summation order
+
+
+def fused(src, out: Path, variants: str = "fp32,q4", verify: bool = True) -> Path:
+    convert(str(src), out, ConvertOptions(variants=parse_variants(variants), progress=False, graph="fused",
+                                         verify=verify, force=True))
+    return out
+
+
+def node_count(bundle: Path, variant: str) -> int:
+    spec = open_bundle(bundle).variant(variant)
+    return len(onnx.load(str(bundle / spec["model"]), load_external_data=False).graph.node)
+
+
+def compare(ref: Path, got: Path, variant: str, n_tokens: int = 128, n_greedy: int = 32) -> dict:
+    """Teacher-forced logits and greedy tokens of two bundles on onnxruntime CPU."""
+    a, b = OrtModel(ref, variant), OrtModel(got, variant)
+    ids = a.tokenizer.encode(VERIFY_TEXT).ids[: min(n_tokens, a.context_length - 1)]
+    max_diff, _, top1 = logit_stats(a.forward(np.array([ids]))[0], b.forward(np.array([ids]))[0])
+    prompt = a.tokenizer.encode("Once upon a time").ids
+    return {"max_diff": max_diff, "top1": top1,
+            "greedy_equal": a.greedy(prompt, n_greedy, eos=False) == b.greedy(prompt, n_greedy, eos=False)}
+
+
+def assert_fp32_exact(bundle: Path) -> None:
+    r = read_json(bundle / "verify.json")["variants"]["fp32"]
+    assert r["greedy_match"] and r["top1_agreement"] == 1.0, r
+
+
+def assert_q4_parity(ref: Path, got: Path) -> None:
+    c = compare(ref, got, "q4")
+    assert c["max_diff"] < Q4_LOGIT_TOL and c["top1"] == 1.0 and c["greedy_equal"], c
+
+
+# ---------------------------------------------------------------- stories260K (llama2.c, head_dim 8)
+
+def test_stories260k_fused_matches_reference(tmp_path, stories_dir, s260_bundle):
+    out = fused(stories_dir, tmp_path / "s260-fused")
+    assert_fp32_exact(out)
+    assert_q4_parity(s260_bundle, out)
+    # head_dim 8: GroupQueryAttention cannot rotate it, RotaryEmbedding runs before it
+    assert node_count(out, "q4") * 4 < node_count(s260_bundle, "q4")
+    assert open_bundle(out).manifest["variants"]["q4"]["graph"] == "fused"
+
+
+# ---------------------------------------------------------------- tiny random Llama (GQA, llama3 rope)
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory, tiny_llama_dir) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("fused-tiny")
+    ref = root / "ref"
+    convert(str(tiny_llama_dir), ref, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, verify=False))
+    return ref, fused(tiny_llama_dir, root / "fused")
+
+
+def test_tiny_gqa_llama3_fused_matches_reference(tiny_pair):
+    ref, out = tiny_pair
+    assert_fp32_exact(out)
+    assert_q4_parity(ref, out)
+    counts = {v: (node_count(ref, v), node_count(out, v)) for v in ("fp32", "q4")}
+    ops = {n.op_type for n in onnx.load(str(out / "onnx/model_q4.onnx"), load_external_data=False).graph.node}
+    assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "MatMulNBits", "GatherBlockQuantized"} <= ops
+    assert all(f < r / 4 for r, f in counts.values()), counts
+    assert [i["name"] for i in open_bundle(out).variant("q4")["inputs"]] == \
+        [i["name"] for i in open_bundle(ref).variant("q4")["inputs"]]
+
+
+def torch_logits(model_dir: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+    with torch.no_grad():
+        return model(torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(pos)).logits.numpy()
+
+
+def test_padded_batches_give_the_unpadded_logits(tiny_pair, tiny_llama_dir):
+    """position_ids is unused by the fused graph: left padding must still number tokens from 0."""
+    m = OrtModel(tiny_pair[1], "fp32")
+    rows = [[1, 45, 300, 22, 9, 77, 120], [1, 310, 5, 64], [1, 8]]
+    width = max(map(len, rows))
+    for side in ("left", "right"):
+        ids = np.zeros((len(rows), width), np.int64)
+        mask = np.zeros_like(ids)
+        for b, r in enumerate(rows):
+            sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+            ids[b, sl], mask[b, sl] = r, 1
+        got, want = m.forward(ids, mask), torch_logits(tiny_llama_dir, ids, mask)
+        real = mask.astype(bool)
+        assert np.abs(got[real] - want[real]).max() < 1e-4, side
+        assert (got[real].argmax(-1) == want[real].argmax(-1)).all(), side
+
+
+def test_batched_decode_with_cache_after_left_padding(tiny_pair, tiny_llama_dir):
+    m = OrtModel(tiny_pair[1], "fp32")
+    ids = np.array([[0, 0, 1, 45, 300], [1, 310, 5, 64, 7]], np.int64)
+    mask = (np.arange(5)[None] >= np.array([[2], [0]])).astype(np.int64)
+    full_ids, full_mask = ids, mask
+    logits, past = m.run(ids, mask, m.empty_past(2))
+    for _ in range(3):
+        nxt = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
+        full_ids = np.concatenate([full_ids, nxt], 1)
+        full_mask = np.concatenate([full_mask, np.ones((2, 1), np.int64)], 1)
+        logits, past = m.run(nxt, full_mask, past)
+        want = torch_logits(tiny_llama_dir, full_ids, full_mask)[:, -1]
+        assert np.abs(logits[:, -1] - want).max() < 1e-4
+
+
+# ---------------------------------------------------------------- SmolLM2-135M (GGUF Q4_1, tied head)
+
+@pytest.fixture(scope="module")
+def smollm2_fused(tmp_path_factory, smollm2_gguf_path) -> Path:
+    cache = os.environ.get("WEBLLAMA_TEST_CACHE")
+    out = (Path(cache) if cache else tmp_path_factory.mktemp("fused")) / "smollm2-135m-fused"
+    if out.exists() and (out / "verify.json").exists():
+        return out
+    return fused(smollm2_gguf_path, out)
+
+
+def test_smollm2_fused_matches_reference(smollm2_fused, smollm2_bundle):
+    assert_fp32_exact(smollm2_fused)
+    assert_q4_parity(smollm2_bundle, smollm2_fused)
+    ref_nodes, fused_nodes = node_count(smollm2_bundle, "q4"), node_count(smollm2_fused, "q4")
+    assert fused_nodes < 12 * 30 + 40 < ref_nodes, (ref_nodes, fused_nodes)  # 11 nodes per layer
+
+
+# ---------------------------------------------------------------- GGUF Q4_0: transcoded, not requantized
+
+def test_q4_0_blocks_transcode_exactly():
+    from gguf import GGMLQuantizationType, dequantize, quantize
+
+    from converter.graph.quantize import q4_0_to_nbits
+
+    w = np.random.default_rng(0).normal(size=(48, 96)).astype(np.float32)
+    blocks = quantize(w, GGMLQuantizationType.Q4_0)
+    nb = q4_0_to_nbits(blocks, 48, 96)
+    q = np.stack([nb.packed & 0x0F, nb.packed >> 4], -1).reshape(48, 3, 32).astype(np.float32)
+    ours = ((q - 8) * nb.scales[:, :, None]).reshape(48, 96)
+    np.testing.assert_array_equal(ours, dequantize(blocks, GGMLQuantizationType.Q4_0))
+
+
+def write_q4_0_gguf(path: Path, model) -> None:
+    """A llama GGUF of `model`: projections Q4_0 (q/k in llama.cpp's interleaved row order), rest F32."""
+    import gguf
+
+    from converter.graph.readers import GGUF_NAMES
+
+    c = model.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    for fn, value in ((w.add_block_count, c.num_hidden_layers), (w.add_context_length, c.max_position_embeddings),
+                      (w.add_embedding_length, c.hidden_size), (w.add_feed_forward_length, c.intermediate_size),
+                      (w.add_head_count, c.num_attention_heads), (w.add_head_count_kv, c.num_key_value_heads),
+                      (w.add_rope_freq_base, c.rope_theta), (w.add_layer_norm_rms_eps, c.rms_norm_eps)):
+        fn(value)
+    names = {t.format(i=i): g.format(i=i) for t, g in GGUF_NAMES.items() for i in range(c.num_hidden_layers)}
+    for hf_name, t in model.state_dict().items():
+        a = t.numpy()
+        if hf_name.endswith(("q_proj.weight", "k_proj.weight")):  # llama.cpp's permute (inverse of ours)
+            heads = c.num_attention_heads if "q_proj" in hf_name else c.num_key_value_heads
+            a = a.reshape(heads, 2, a.shape[0] // heads // 2, a.shape[1]).swapaxes(1, 2).reshape(a.shape)
+        if "proj" in hf_name:
+            w.add_tensor(names[hf_name], gguf.quantize(a, gguf.GGMLQuantizationType.Q4_0),
+                         raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+        else:
+            w.add_tensor(names[hf_name], np.ascontiguousarray(a))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_gguf_q4_0_graph_equals_its_dequantized_float_graph(tmp_path):
+    """q4 graph from transcoded Q4_0 == fp32 graph from the dequantized GGUF weights (embedding and head float)."""
+    import onnxruntime as ort
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from converter.graph.emit import build_graph, precision_for
+    from converter.graph.readers import GGUFTensorReader
+    from converter.quant.int4 import QuantSpec
+    from converter.variants import VARIANTS
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    write_q4_0_gguf(tmp_path / "tiny.gguf", LlamaForCausalLM(cfg).eval())
+    reader = GGUFTensorReader(tmp_path / "tiny.gguf")
+    feeds = {"input_ids": np.array([[1, 5, 9, 33, 2, 70]]), "attention_mask": np.ones((1, 6), np.int64),
+             "position_ids": np.arange(6)[None]}
+    feeds |= {f"past_key_values.{i}.{k}": np.zeros((1, 2, 0, 16), np.float32) for i in range(2) for k in ("key", "value")}
+    logits = {}
+    for name, spec in (("fp32", QuantSpec()), ("q4", QuantSpec(lm_head_bits=0, embedding=False))):
+        path = tmp_path / f"{name}.onnx"
+        g = build_graph(reader, precision_for(VARIANTS[name], spec), path)
+        g.save(path)
+        if name == "q4":
+            assert sum(n.op_type == "MatMulNBits" for n in g.nodes) == 2 * 5
+        logits[name] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+    assert np.abs(logits["fp32"] - logits["q4"]).max() < 1e-4

@@ -1,0 +1,199 @@
+"""`webllama site`: the chat page, the engine and bundles as a static site for any static file host.
+
+The site has the server's URL layout (web/server.py), as plain files, so the same web/static pages
+run under both (they use relative URLs only):
+
+  index.html, eval.html      the chat page and the eval page (copies of web/static/*.html)
+  static/, engine/           web/static and web/engine
+  vendor/{ort,tokenizers,jinja}/   only the onnxruntime-web / tokenizers / jinja files the engine loads
+  bundles/<slug>/            each bundle: manifest.json + the files it lists (copied)
+  api/models                 the JSON that the server's /api/models answers, with page-relative URLs
+  leaderboard/               the leaderboard folder (find_leaderboard), or a "no leaderboard yet" page
+  site.json                  what was written (marks the folder as ours, so --force may replace it)
+
+A static host usually sends no COOP/COEP headers: the page is then not cross-origin isolated and the
+engine runs onnxruntime-web's WASM on one thread; the chat page's status line says which mode it runs in.
+The site is written into a temporary folder next to `out` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.errors import WebllamaError
+from web.server import (
+    LEADERBOARD_SUFFIXES,
+    WEB_DIR,
+    BundleEntry,
+    ServeError,
+    discover_bundles,
+    find_leaderboard,
+    model_summary,
+    no_leaderboard_page,
+)
+
+SITE_FORMAT = "webllama-site"
+PAGES = ("index.html", "eval.html")
+# npm dist folder -> the files worker.js imports and onnxruntime-web fetches (wasmPaths = vendor/ort/):
+# ort.wasm.min.mjs (WASM) loads ort-wasm-simd-threaded.{mjs,wasm}; ort.webgpu.min.mjs the asyncify pair.
+VENDOR_FILES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "ort": ("onnxruntime-web/dist", "onnxruntime-web", (
+        "ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
+        "ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm",
+    )),
+    "tokenizers": ("@huggingface/tokenizers/dist", "@huggingface/tokenizers", ("tokenizers.min.mjs",)),
+    "jinja": ("@huggingface/jinja/dist", "@huggingface/jinja", ("index.js",)),
+}
+
+
+class SiteError(WebllamaError):
+    """The static site could not be written: bad bundle, missing npm install, output in the way."""
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    bundle_paths: tuple[Path, ...]  # bundle folders, or folders whose subfolders are bundles
+    out: Path
+    leaderboard_dir: Path | None = None
+    force: bool = False  # replace an existing site at `out`
+    static_dir: Path = WEB_DIR / "static"
+    engine_dir: Path = WEB_DIR / "engine"
+    node_modules: Path = WEB_DIR / "node_modules"
+
+
+@dataclass(frozen=True)
+class SiteSummary:
+    out: Path
+    bundles: tuple[str, ...]  # slugs
+    leaderboard: Path | None  # the folder copied, None when there was none
+    bytes: int
+
+
+def write_site(opts: SiteOptions) -> SiteSummary:
+    """Check everything, write the site into a temporary folder next to `opts.out`, rename it into place."""
+    out = Path(opts.out).resolve()
+    _check_out(out, opts.force)
+    bundles = _discover(opts.bundle_paths)
+    for pkg, (dist, _, files) in VENDOR_FILES.items():
+        missing = [f for f in files if not (opts.node_modules / dist / f).is_file()]
+        if missing:
+            raise SiteError(f"{opts.node_modules / dist} lacks {', '.join(missing)} (vendor/{pkg}); "
+                            f"run `cd {WEB_DIR} && npm ci`")
+    if opts.leaderboard_dir is not None and not Path(opts.leaderboard_dir).is_dir():
+        raise SiteError(f"--leaderboard {opts.leaderboard_dir}: not a folder; "
+                        "write one with `webllama leaderboard RUNS... --out DIR`")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        board = _write_tree(tmp, opts, bundles)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return SiteSummary(out, tuple(bundles), board, size)
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not force:
+        raise SiteError(f"{out} already exists; pass --force to replace it, or pick another --out")
+    is_site = (out / "site.json").is_file() and _site_format(out / "site.json") == SITE_FORMAT
+    if out.is_dir() and (is_site or not any(out.iterdir())):
+        return
+    raise SiteError(f"{out} exists and is not a site written by `webllama site` (no site.json); "
+                    "refusing to replace it even with --force: remove it yourself or pick another --out")
+
+
+def _site_format(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _discover(paths: tuple[Path, ...]) -> dict[str, BundleEntry]:
+    if not paths:
+        raise SiteError("no bundle given: pass one or more bundle folders (or folders of bundles)")
+    try:
+        return discover_bundles(tuple(Path(p) for p in paths))
+    except ServeError as e:
+        raise SiteError(str(e)) from e
+
+
+def _write_tree(root: Path, opts: SiteOptions, bundles: dict[str, BundleEntry]) -> Path | None:
+    shutil.copytree(opts.static_dir, root / "static")
+    shutil.copytree(opts.engine_dir, root / "engine", ignore=shutil.ignore_patterns("*.test.*", "*.ts"))
+    for page in PAGES:
+        shutil.copy2(opts.static_dir / page, root / page)
+    versions = _copy_vendor(root / "vendor", opts.node_modules)
+    for entry in bundles.values():
+        _copy_bundle(entry, root / "bundles" / entry.slug)
+    (root / "api").mkdir()
+    models = {"object": "list", "data": [model_summary(e, bundles_url="bundles/") for e in bundles.values()]}
+    (root / "api" / "models").write_text(json.dumps(models, indent=2) + "\n", encoding="utf-8")
+    board = _copy_leaderboard(root / "leaderboard", opts.leaderboard_dir)
+    site = {"format": SITE_FORMAT, "bundles": {s: e.manifest.get("name", s) for s, e in bundles.items()},
+            "has_leaderboard": board is not None, "vendor": versions}
+    (root / "site.json").write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
+    return board
+
+
+def _copy_vendor(dest: Path, node_modules: Path) -> dict[str, str]:
+    versions = {}
+    for pkg, (dist, package, files) in VENDOR_FILES.items():
+        (dest / pkg).mkdir(parents=True)
+        for name in files:
+            shutil.copy2(node_modules / dist / name, dest / pkg / name)
+        meta = json.loads((node_modules / package / "package.json").read_text(encoding="utf-8"))
+        versions[package] = meta.get("version", "?")
+    return versions
+
+
+def _copy_bundle(entry: BundleEntry, dest: Path) -> None:
+    """manifest.json + every file it lists; a listed file that is missing or has the wrong size is an error."""
+    dest.mkdir(parents=True)
+    shutil.copy2(entry.path / "manifest.json", dest / "manifest.json")
+    for f in entry.manifest.get("files", []):
+        src = entry.path / f["path"]
+        if not src.is_file() or src.stat().st_size != f.get("size"):
+            found = f"{src.stat().st_size} bytes" if src.is_file() else "missing"
+            raise SiteError(f"{src}: manifest.json lists {f.get('size')} bytes, found {found}; "
+                            "convert the model again")
+        (dest / f["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / f["path"])
+
+
+def _copy_leaderboard(dest: Path, folder: Path | None) -> Path | None:
+    board = find_leaderboard(Path(folder) if folder is not None else None)
+    dest.mkdir()
+    if board is None:
+        (dest / "index.html").write_text(no_leaderboard_page(folder), encoding="utf-8")
+        return None
+    for src in sorted(board.folder.iterdir()):
+        if src.is_file() and src.suffix.lower() in LEADERBOARD_SUFFIXES:
+            shutil.copy2(src, dest / src.name)
+    if board.page != "index.html":
+        shutil.copy2(board.folder / board.page, dest / "index.html")
+    return board.folder
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Rename `tmp` to `out`; an existing `out` (checked by _check_out) is moved aside first, then removed."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{tmp.name}")
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
