@@ -1,4 +1,4 @@
-"""`webllama leaderboard`, `webllama demo` and `webllama site`: the end of the pipeline.
+"""`webllama leaderboard` and `webllama demo`: the end of the pipeline (`webllama site` is in web/).
 
 demo = get the model -> convert (q4 + fp32, verified) -> eval native / onnx / browser on a small slice
 -> leaderboard -> serve. Every step writes under one work directory and is skipped when its output is
@@ -124,6 +124,7 @@ def _eval_step(
 
 def demo_steps(args: argparse.Namespace, work: Path) -> tuple[list[Step], Path, Path]:
     from converter.convert import ConvertOptions, convert
+    from converter.sources.smollm2 import GGUF_NAME
     from converter.variants import parse_variants
 
     bundle = work / "bundles" / (Path(args.model).stem if args.model else "smollm2-135m-instruct")
@@ -139,7 +140,7 @@ def demo_steps(args: argparse.Namespace, work: Path) -> tuple[list[Step], Path, 
 
     limit = None if args.full else args.limit
     steps = [
-        Step("get model", lambda: False, source_path),
+        Step("get model", lambda: bool(args.model) or (work / "models" / "smollm2" / GGUF_NAME).exists(), source_path),
         Step(
             f"convert + verify ({DEMO_VARIANTS})",
             lambda: _bundle_ok(bundle, DEMO_VARIANTS.split(",")),
@@ -167,6 +168,11 @@ def _write_board(runs: Path, board: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    # Per-request and per-task INFO lines would bury the step headers and progress bars.
+    for name in ("werkzeug", "lm_eval", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

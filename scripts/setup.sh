@@ -24,4 +24,6 @@ echo "== installing Python packages (pinned: constraints.txt)"
 
 echo "== installing npm packages (pinned: web/package-lock.json)"
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
+# The peers the benchmarks compare against (transformers.js, wllama); --ignore-scripts: no binary downloads.
+(cd benchmarks && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 echo "== setup done: .venv/bin/webllama --help"

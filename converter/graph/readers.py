@@ -145,6 +145,54 @@ class SafetensorsReader(TensorReader):
         return t.to(torch.float32).numpy()
 
 
+class GGUFTensorReader(TensorReader):
+    """A llama GGUF file (memory-mapped by gguf.GGUFReader), tensors dequantized one at a time."""
+
+    def __init__(self, file: Path) -> None:
+        from gguf import GGUFReader
+
+        self.file = file
+        self._reader = GGUFReader(file)
+        self._tensors = {t.name: t for t in self._reader.tensors}
+        self.hf_config = gguf_llama_config(self._reader, file)
+        self._gguf_of = {}
+        for hf, gg in GGUF_NAMES.items():
+            if "{i}" in hf:
+                for i in range(self.hf_config.num_hidden_layers):
+                    self._gguf_of[hf.format(i=i)] = gg.format(i=i)
+            else:
+                self._gguf_of[hf] = gg
+
+    def has(self, hf_name: str) -> bool:
+        return self._gguf_of.get(hf_name) in self._tensors
+
+    def _tensor(self, hf_name: str):
+        t = self._tensors.get(self._gguf_of.get(hf_name, hf_name))
+        if t is None:
+            raise self._missing(f"{hf_name} (GGUF {self._gguf_of.get(hf_name)!r})", str(self.file))
+        return t
+
+    def get(self, hf_name: str) -> np.ndarray:
+        from gguf import dequantize
+
+        t = self._tensor(hf_name)
+        w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        return self._unpermute(hf_name, w)
+
+    def _unpermute(self, hf_name: str, w: np.ndarray) -> np.ndarray:
+        """llama.cpp stores q/k rows in the interleaved RoPE order; transformers rotates halves."""
+        c = self.hf_config
+        if hf_name.endswith("self_attn.q_proj.weight"):
+            return permute_rope(w, c.num_attention_heads)
+        if hf_name.endswith("self_attn.k_proj.weight"):
+            return permute_rope(w, c.num_key_value_heads)
+        return w
+
+    def raw(self, hf_name: str):
+        t = self._tensor(hf_name)
+        return t.tensor_type.name, np.asarray(t.data)
+
+
 # GGUF metadata key (after "llama.") -> LlamaConfig field, as transformers' GGUF config mapping
 GGUF_CONFIG: dict[str, str] = {
     "context_length": "max_position_embeddings", "block_count": "num_hidden_layers",

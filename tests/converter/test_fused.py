@@ -16,7 +16,7 @@ from converter import ConvertOptions, convert, open_bundle
 from converter.ort_model import OrtModel
 from converter.variants import parse_variants
 from converter.verify import VERIFY_TEXT, logit_stats
-from tests.conftest import read_json
+from tests.conftest import make_tiny_llama, read_json
 
 Q4_LOGIT_TOL = 2e-3  # same int4 bytes, different kernels' float summation order
 
@@ -83,6 +83,16 @@ def test_tiny_gqa_llama3_fused_matches_reference(tiny_pair):
     assert all(f < r / 4 for r, f in counts.values()), counts
     assert [i["name"] for i in open_bundle(out).variant("q4")["inputs"]] == \
         [i["name"] for i in open_bundle(ref).variant("q4")["inputs"]]
+
+
+@pytest.mark.parametrize("rope", [{"rope_type": "linear", "factor": 2.0}, {"rope_type": "dynamic", "factor": 2.0}])
+def test_linear_and_dynamic_rope_scaling_fused_is_token_exact(tmp_path, stories_dir, rope):
+    """Through the CLI: `webllama convert --graph fused` (dynamic NTK: exact within max_position_embeddings)."""
+    from converter.cli import main
+
+    src = make_tiny_llama(tmp_path / rope["rope_type"], stories_dir, tie=True, rope_scaling=rope, seed=1)
+    assert main(["convert", str(src), str(tmp_path / "out"), "--graph", "fused", "--variant", "fp32"]) == 0
+    assert_fp32_exact(tmp_path / "out")
 
 
 def torch_logits(model_dir: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
