@@ -78,12 +78,20 @@ def _request(args: argparse.Namespace):
         provider=args.provider if args.backend == "onnx" else None,
         limit=limit,
         num_fewshot=args.num_fewshot,
-        data_dir=args.data_dir,
+        data_dir=_data_dir(args.data_dir),
         batch_size=args.batch_size,
         seed=args.seed,
         gen_kwargs=_gen_kwargs(args.gen_kwargs),
         bootstrap_iters=args.bootstrap_iters,
     )
+
+
+def _data_dir(given: str | None) -> str | None:
+    """--data-dir or $WEBLLAMA_DATA_DIR, resolved now so the run records (and resumes on) the real path."""
+    from evalsuite.tasks import resolve_data_dir
+
+    path = resolve_data_dir(given)
+    return str(path) if path else None
 
 
 def _gen_kwargs(text: str | None) -> dict | None:

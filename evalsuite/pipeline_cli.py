@@ -18,7 +18,7 @@ from pathlib import Path
 from converter.errors import WebllamaError
 
 DEFAULT_TASKS = "arc_easy,hellaswag,piqa"
-DEFAULT_LIMIT = 100
+DEFAULT_LIMIT = 30
 DEMO_VARIANTS = "q4,fp32"
 
 
@@ -167,6 +167,16 @@ def _write_board(runs: Path, board: Path) -> None:
     print(to_markdown(rows))
 
 
+def demo_data_dir(given: str | None) -> str | None:
+    """--data-dir, else $WEBLLAMA_DATA_DIR, else a checkout's sibling shared/data/benchmarks, else the hub."""
+    import os
+
+    if given or os.environ.get("WEBLLAMA_DATA_DIR"):
+        return given or os.environ["WEBLLAMA_DATA_DIR"]
+    sibling = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+    return str(sibling) if sibling.is_dir() else None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import logging
 
@@ -176,6 +186,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    args.data_dir = demo_data_dir(args.data_dir)
+    print(f"benchmark data: {args.data_dir or 'Hugging Face hub (lm-eval stock datasets)'}")
     steps, bundle, board = demo_steps(args, work)
     run_steps(steps, work / "demo_state.json")
     print(f"demo finished in {time.time() - t0:.0f} s; outputs in {work}")
