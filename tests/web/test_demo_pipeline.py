@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-
 from tests.web.test_browser_chat import chat_once, wait_loaded
 
 pytestmark = pytest.mark.browser
