@@ -35,12 +35,13 @@ def plot_size_vs_accuracy(rows: list[Row], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    points: dict[tuple[float, float], list[str]] = {}  # rows that land on the same point share one label
     for r in rows:
-        size = r.bundle_bytes / 1e6 if r.bundle_bytes else None
-        if size is None or r.average is None:
-            continue
-        ax.scatter(size, r.average)
-        ax.annotate(f"{r.model} {r.variant} {r.runtime}", (size, r.average), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if r.bundle_bytes and r.average is not None:
+            points.setdefault((r.bundle_bytes / 1e6, r.average), []).append(f"{r.model} {r.variant} {r.runtime}")
+    for (size, avg), labels in points.items():
+        ax.scatter(size, avg)
+        ax.annotate("\n".join(labels), (size, avg), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("bundle size (MB)")
     ax.set_ylabel("average accuracy")
     ax.set_title("accuracy vs size")
