@@ -33,7 +33,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     opts = ConvertOptions(
         variants=parse_variants(args.variant),
         quant=QuantSpec(method=args.method, block_size=args.block_size, symmetric=not args.asymmetric,
-                        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits),
+                        accuracy_level=args.accuracy_level, lm_head_bits=args.lm_head_bits,
+                        lm_head_block_size=args.lm_head_block_size, lm_head_symmetric=args.lm_head_symmetric),
         revision=args.revision, verify=not args.no_verify, force=args.force, graph=args.graph,
         customization=Customization(
             adapters=tuple(args.adapter or ()), adapter_weights=tuple(args.adapter_weight or ()),
@@ -94,8 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="rtn", help="int4 method (rtn; hqq is refused: no browser kernel)")
     p.add_argument("--accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
                    help="MatMulNBits accuracy_level (CPU compute type); default: kernel's own")
-    p.add_argument("--lm-head-bits", type=int, default=8, choices=[0, 4, 8],
-                   help="bits of the output projection in int4 variants (8 default; 4 all-int4; 0 float)")
+    p.add_argument("--lm-head-bits", type=int, default=4, choices=[0, 4, 8],
+                   help="bits of the output projection in int4 variants (default 4; 8 is slow on CPU/WASM; 0 float)")
+    p.add_argument("--lm-head-block-size", type=int, default=16, choices=[16, 32, 64, 128],
+                   help="block size of the output projection (default 16)")
+    p.add_argument("--lm-head-symmetric", action="store_true",
+                   help="symmetric output projection (default: asymmetric, uint8 zero points)")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for a hub id")
     p.add_argument("--graph", default="optimum", choices=["optimum", "fused"],
                    help="optimum: reference export (default); fused: onnxruntime fused ops, streamed layer by layer")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from converter import customize
 from converter.bundle import build_manifest, staging_dir, write_manifest, write_model_files
 from converter.graph.emit import write_fused_variant
 from converter.graph.readers import StateDictReader
@@ -24,8 +25,13 @@ def convert_fused(source: str | LoadedSource, out_dir: str | Path, opts) -> Bund
     opts.quant.validate()
     out = Path(out_dir)
     with staging_dir(out, opts.force) as tmp:
-        if isinstance(source, LoadedSource):
-            src, reader = source, StateDictReader(source.model)
+        custom = opts.customization
+        if isinstance(source, LoadedSource) or not custom.empty:
+            # Adapters, templates and context extension act on the torch model (converter/customize.py):
+            # the weights then come from memory, not streamed.
+            src = source if isinstance(source, LoadedSource) else load_source(source, revision=opts.revision)
+            src = customize.apply(src, custom)
+            reader = StateDictReader(src.model)
         else:
             reader = open_reader(source, opts.revision)
             src = load_source(source, revision=opts.revision) if opts.verify else light_source(source, reader, opts.revision)
@@ -39,10 +45,10 @@ def convert_fused(source: str | LoadedSource, out_dir: str | Path, opts) -> Bund
         write_model_files(src, tmp, variants)
         verify = None
         if opts.verify:
-            write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, None))
+            write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, None, custom))
             verify = verify_bundle(src, open_bundle(tmp), [v.name for v in opts.variants])
             (tmp / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
-        write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify))
+        write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify, custom))
     bundle = open_bundle(out)
     if verify is not None:
         raise_if_failed(verify, str(out))

@@ -14,6 +14,7 @@ layer is read; the builder keeps only node protos. Peak memory is about one laye
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def precision_for(variant: Variant, quant: QuantSpec) -> Precision:
     return Precision(
         dtype=np.float16 if variant.activation_dtype == "float16" else np.float32, int4=variant.int4,
         block_size=quant.block_size, symmetric=quant.symmetric, accuracy_level=quant.accuracy_level,
-        lm_head_bits=quant.lm_head_bits, embedding_int4=quant.embedding,
+        lm_head_bits=quant.lm_head_bits, lm_head_block_size=quant.lm_head_block_size,
+        lm_head_symmetric=quant.lm_head_symmetric, embedding_int4=quant.embedding,
     )
 
 
@@ -115,7 +117,8 @@ def lm_head(g: GraphBuilder, reader: TensorReader, cfg: FusedConfig, p: Precisio
         wt = g.op("Transpose", [embed_init], f"{name}/Transpose", perm=[1, 0])
         return g.op("MatMul", [x, wt], f"{name}/MatMul", output="logits")
     w = reader.get(GLOBAL_TENSORS["embed"] if cfg.tie_embeddings else GLOBAL_TENSORS["lm_head"])
-    return ops.linear(g, x, w, p, name, bits=p.lm_head_bits if p.int4 else 0, output="logits")
+    head_p = dataclasses.replace(p, block_size=p.lm_head_block_size, symmetric=p.lm_head_symmetric)
+    return ops.linear(g, x, w, head_p, name, bits=p.lm_head_bits if p.int4 else 0, output="logits")
 
 
 def build_graph(reader: TensorReader, p: Precision, path: Path, progress: Callable[[int], None] | None = None) -> GraphBuilder:

@@ -23,7 +23,9 @@ class Precision:
     block_size: int = 32
     symmetric: bool = True
     accuracy_level: int | None = None
-    lm_head_bits: int = 8  # in int4 graphs: 8, 4, or 0 (float)
+    lm_head_bits: int = 4  # in int4 graphs: 8, 4, or 0 (float)
+    lm_head_block_size: int = 16
+    lm_head_symmetric: bool = False
     embedding_int4: bool = True
 
     @property

@@ -95,6 +95,17 @@ def test_linear_and_dynamic_rope_scaling_fused_is_token_exact(tmp_path, stories_
     assert_fp32_exact(tmp_path / "out")
 
 
+def test_customized_source_yarn_context_extension_fused_is_token_exact(tmp_path, stories_dir):
+    """Customizations act on the torch model; the fused graph takes its weights and RoPE (yarn scales cos/sin)."""
+    from converter.customize import Customization
+
+    out = tmp_path / "s260-yarn"
+    convert(str(stories_dir), out, ConvertOptions(variants=parse_variants("fp32"), progress=False, graph="fused",
+                                                 customization=Customization(context_length=1024, rope_scaling="yarn")))
+    assert_fp32_exact(out)
+    assert open_bundle(out).manifest["config"]["rope_scaling"]["rope_type"] == "yarn"
+
+
 def torch_logits(model_dir: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     import torch
     from transformers import LlamaForCausalLM
