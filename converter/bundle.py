@@ -54,11 +54,9 @@ def staging_dir(out: Path, force: bool) -> Iterator[Path]:
         raise
 
 
-def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
-    onnx_dir = root / "onnx"
-    onnx_dir.mkdir(exist_ok=True)
+def variant_entry(variant: Variant, shards: list[Path], model: onnx.ModelProto, graph: str) -> dict:
+    """The manifest's entry for one written variant (sizes and verification are added later)."""
     inputs, outputs = graph_io(model)
-    shards = save_sharded(model, onnx_dir / variant.onnx_name)
     return {
         "model": f"onnx/{variant.onnx_name}",
         "external_data": [f"onnx/{s.name}" for s in shards],
@@ -67,7 +65,15 @@ def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
         "requires_webgpu_features": list(variant.webgpu_features),
         "inputs": inputs,
         "outputs": outputs,
+        "graph": graph,
     }
+
+
+def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
+    onnx_dir = root / "onnx"
+    onnx_dir.mkdir(exist_ok=True)
+    shards = save_sharded(model, onnx_dir / variant.onnx_name)
+    return variant_entry(variant, shards, model, "optimum")
 
 
 def write_model_files(source: LoadedSource, root: Path, variants: dict[str, dict]) -> None:

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto
 
+from converter.bundle import variant_entry
 from converter.graph import ops
 from converter.graph.builder import GraphBuilder, ShardWriter
 from converter.graph.ops import AttnInputs, Precision
 from converter.graph.quantize import NBits, q4_0_to_nbits
 from converter.graph.readers import GLOBAL_TENSORS, FusedConfig, TensorReader
 from converter.graph.rope import rope_caches
-from converter.onnx_io import graph_io
 from converter.quant.int4 import QuantSpec
 from converter.sources.llama2c import permute_rope
 from converter.variants import Variant
@@ -151,14 +151,4 @@ def write_fused_variant(reader: TensorReader, root: Path, variant: Variant, quan
     path = onnx_dir / variant.onnx_name
     g = build_graph(reader, precision_for(variant, quant), path, progress)
     shards = g.save(path)
-    inputs, outputs = graph_io(g.to_model())
-    return {
-        "model": f"onnx/{variant.onnx_name}",
-        "external_data": [f"onnx/{s.name}" for s in shards],
-        "activation_dtype": variant.activation_dtype,
-        "kv_dtype": variant.activation_dtype,
-        "requires_webgpu_features": list(variant.webgpu_features),
-        "inputs": inputs,
-        "outputs": outputs,
-        "graph": "fused",
-    }
+    return variant_entry(variant, shards, g.to_model(), "fused")
