@@ -131,7 +131,7 @@ def static_site(s260_bundle, tmp_path_factory):
 def test_site_chats_on_a_plain_static_server_single_threaded(browser_no_webgpu, static_site):
     ctx = browser_no_webgpu.new_context()
     pg = ctx.new_page()
-    pg.set_default_timeout(60_000)
+    pg.set_default_timeout(180_000)  # a loaded 2-core CI machine
     pg.goto(static_site + "?model=stories260K&autoload=1")
     pg.wait_for_function("!document.querySelector('#prompt').disabled || !document.querySelector('#error').hidden")
     assert pg.is_hidden("#error"), pg.inner_text("#error")
@@ -141,7 +141,8 @@ def test_site_chats_on_a_plain_static_server_single_threaded(browser_no_webgpu, 
     pg.fill("#temperature", "0")
     pg.fill("#prompt", "Once upon a time")
     pg.press("#prompt", "Enter")
-    pg.wait_for_function("document.querySelector('.msg.assistant.streaming')?.textContent.length > 0")
+    # (Streaming itself is tested on the Flask page; 12 stories260K tokens can finish between two polls,
+    # so waiting for the `.streaming` class here would race.)
     pg.wait_for_selector(".msg.assistant .meta")
     reply, status = pg.inner_text(".msg.assistant"), pg.inner_text("#status")
     assert len(reply) > 10, reply
