@@ -232,14 +232,24 @@ class WebllamaLM(TemplateLM):
         return results  # type: ignore[return-value]
 
 
+SCORE_CHUNK = 256  # rows of float64 log-softmax held at once: (256, V) instead of (8192, V) for perplexity windows
+
+
 def _score_one(logits, cont: list[int]) -> tuple[float, bool]:
-    """logits (T,V) of one unpadded sequence; the last len(cont) rows predict the continuation."""
-    rows = np.asarray(logits[len(logits) - len(cont) :], dtype=np.float64)  # (C,V)
-    rows = rows - rows.max(axis=-1, keepdims=True)
-    logp = rows - np.log(np.exp(rows).sum(axis=-1, keepdims=True))  # (C,V) log-softmax
+    """logits (T,V) of one unpadded sequence; the last len(cont) rows predict the continuation.
+
+    Rows are scored in chunks: a whole 8192-token rolling window of a 49k-vocabulary model would otherwise
+    need several (T,V) float64 temporaries (~13 GB; SmolLM2 wikitext was OOM-killed that way)."""
     target = np.asarray(cont, dtype=np.int64)
-    ll = float(logp[np.arange(len(cont)), target].sum())
-    greedy = bool((logp.argmax(axis=-1) == target).all())
+    start = len(logits) - len(cont)
+    ll, greedy = 0.0, True
+    for i in range(0, len(cont), SCORE_CHUNK):
+        rows = np.asarray(logits[start + i : start + i + SCORE_CHUNK], dtype=np.float64)  # (c,V)
+        rows -= rows.max(axis=-1, keepdims=True)
+        logp = rows - np.log(np.exp(rows).sum(axis=-1, keepdims=True))  # (c,V) log-softmax
+        t = target[i : i + SCORE_CHUNK]
+        ll += float(logp[np.arange(len(t)), t].sum())
+        greedy = greedy and bool((logp.argmax(axis=-1) == t).all())
     return ll, greedy
 
 
