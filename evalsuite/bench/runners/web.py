@@ -7,17 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evalsuite.backends.browser import BASE_ARGS as EVAL_BASE_ARGS
 from evalsuite.bench.schema import BenchError
 
-BASE_ARGS = [
-    "--no-sandbox",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-blink-features=ForceEagerMeasureMemory",
-]
+# The eval backend's Chromium flags (one list for the whole suite), plus eager memory measurement.
+BASE_ARGS = [*EVAL_BASE_ARGS, "--enable-blink-features=ForceEagerMeasureMemory"]
 WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
 
 
