@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark of SmolLM2-135M-Instruct on this machine: our q4 bundle on onnxruntime CPU and in
-Chromium (WASM, WebGPU) against llama.cpp (Q4_0 GGUF), transformers.js (our bundle) and wllama (Q4_0 GGUF),
-plus the memory-bandwidth limit and the conversion cost. Every runtime runs as its own `webllama bench`
+"""Side-by-side benchmark of SmolLM2-135M-Instruct on this machine: our q4 bundle (reference optimum graph and
+fused graph) on onnxruntime CPU and in Chromium (WASM, WebGPU) against llama.cpp (Q4_0 GGUF), transformers.js
+(our bundle) and wllama (Q4_0 GGUF), plus the memory-bandwidth limit, the conversion cost and the node count of
+each graph. Every runtime runs as its own `webllama bench`
 process (clean peak RSS, cold load), all with the same --threads. Writes OUT/*.json and OUT/table.md.
 
     .venv/bin/python benchmarks/compare.py --bundle /tmp/wl/smollm2 --threads 2 --runs 5 --out benchmarks/results/latest
@@ -22,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evalsuite.bench.compare import conversion_lines, ratio_lines, results_table, target_lines  # noqa: E402
+from evalsuite.bench.compare import conversion_lines, graph_lines, ratio_lines, results_table, target_lines  # noqa: E402
 from evalsuite.bench.machine import machine_info, memory_bandwidth  # noqa: E402
 
 WEBLLAMA = [sys.executable, "-m", "converter.cli"]
@@ -79,6 +80,35 @@ def ensure_q4_0(source_gguf: Path, out: Path) -> Path:
     return dest if dest.exists() else write_q4_0(source_gguf, dest)
 
 
+def ensure_fused_bundle(source_gguf: Path, work: Path) -> Path:
+    """The same model and quantization as --bundle's q4, written by the fused graph builder (converter/graph)."""
+    from converter import ConvertOptions, convert
+    from converter.variants import parse_variants
+
+    dest = work / "smollm2-fused"
+    if not (dest / "manifest.json").exists():
+        convert(str(source_gguf), dest, ConvertOptions(variants=parse_variants("q4"), graph="fused", verify=False,
+                                                       force=True, progress=False))
+    return dest
+
+
+def graph_stats(bundles: dict[str, Path], variant: str = "q4") -> dict:
+    """Node count and the most frequent op types of each bundle's graph (on WebGPU each node is a dispatch)."""
+    from collections import Counter
+
+    import onnx
+
+    from converter.manifest import open_bundle
+
+    out = {}
+    for name, root in bundles.items():
+        b = open_bundle(root)
+        model = onnx.load(str(b.root / b.variant(variant)["model"]), load_external_data=False)
+        ops = Counter(n.op_type for n in model.graph.node)
+        out[name] = {"nodes": len(model.graph.node), "top_ops": dict(ops.most_common(8))}
+    return out
+
+
 def ensure_tjs_bundle(source_gguf: Path, work: Path) -> Path:
     """A q4 bundle whose embedding stays float (Gather): transformers.js's WASM build of onnxruntime-web has no
     GatherBlockQuantized kernel, so our default q4 bundle does not load there (see README)."""
@@ -96,6 +126,8 @@ def ensure_tjs_bundle(source_gguf: Path, work: Path) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True, type=Path, help="SmolLM2 bundle with q4 (and fp32 for the fp32 rows)")
+    ap.add_argument("--fused-bundle", default=None, type=Path,
+                    help="the same model converted with --graph fused (default: converted into OUT/work)")
     ap.add_argument("--source", default=None, type=Path, help="SmolLM2 GGUF (default: converter.sources.smollm2_gguf())")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
@@ -116,17 +148,25 @@ def main() -> int:
     bw = memory_bandwidth(args.threads)
     (out / "bandwidth.json").write_text(json.dumps(bw, indent=2))
     print(f"== memory read bandwidth: {bw['read_bytes_per_s'] / 1e9:.2f} GB/s ({args.threads} threads, {bw['method']})", flush=True)
+    fused = args.fused_bundle or ensure_fused_bundle(source, work)
+    graphs = graph_stats({"reference (optimum)": args.bundle, "fused": fused})
+    (out / "graphs.json").write_text(json.dumps(graphs, indent=2))
+    # SwiftShader (no GPU here) runs WebGPU on the CPU at seconds per token: fewer, shorter repeats there.
+    light = ("--runs", "1", "--load-runs", "1", "--decode-tokens", "8", "--prompt-lengths", "16,128")
     plan = [
         ("onnx-q4", args.bundle, "onnx", ("--variant", "q4")),
+        ("onnx-q4-fused", fused, "onnx", ("--variant", "q4")),
         ("onnx-fp32", args.bundle, "onnx", ("--variant", "fp32")),
         ("llamacpp-q4_0", q4_0, "llamacpp", ()),
         ("browser-wasm-q4", args.bundle, "browser", ("--variant", "q4", "--device", "wasm")),
+        ("browser-wasm-q4-fused", fused, "browser", ("--variant", "q4", "--device", "wasm")),
         ("wllama-wasm-q4_0", q4_0, "wllama", ("--device", "wasm")),
         ("transformersjs-wasm-q4-default-bundle", args.bundle, "transformersjs", ("--variant", "q4", "--device", "wasm")),
         ("transformersjs-wasm-q4", None, "transformersjs", ("--variant", "q4", "--device", "wasm")),
         ("transformersjs-wasm-fp32", args.bundle, "transformersjs", ("--variant", "fp32", "--device", "wasm")),
-        ("browser-webgpu-q4", args.bundle, "browser", ("--variant", "q4", "--device", "webgpu")),
-        ("transformersjs-webgpu-q4", args.bundle, "transformersjs", ("--variant", "q4", "--device", "webgpu")),
+        ("browser-webgpu-q4", args.bundle, "browser", ("--variant", "q4", "--device", "webgpu", *light)),
+        ("browser-webgpu-q4-fused", fused, "browser", ("--variant", "q4", "--device", "webgpu", *light)),
+        ("transformersjs-webgpu-q4", args.bundle, "transformersjs", ("--variant", "q4", "--device", "webgpu", *light)),
     ]
     docs = {}
     for name, target, runtime, extra in plan:
@@ -142,19 +182,21 @@ def main() -> int:
         for variant in ("fp32", "fp16", "q4", "q4f16"):
             print(f"== convert {variant}", flush=True)
             conv.append(convert_cost(source, work, variant, ("--no-verify",)))
+        print("== convert q4 (fused graph)", flush=True)
+        conv.append(convert_cost(source, work, "q4", ("--no-verify", "--graph", "fused")) | {"variant": "q4 (fused graph)"})
         (out / "conversion.json").write_text(json.dumps(conv, indent=2))
-    write_table(out, docs, bw, conv, args)
+    write_table(out, docs, bw, conv, graphs, args)
     return 0
 
 
-def write_table(out: Path, docs: dict, bw: dict, conv: list, args: argparse.Namespace) -> None:
+def write_table(out: Path, docs: dict, bw: dict, conv: list, graphs: dict, args: argparse.Namespace) -> None:
     m = machine_info()
     text = "\n".join([
         f"Machine: {m['cpu']}, {m['logical_cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB; load average at the end "
         f"{os.getloadavg()[0]:.2f}; {args.threads} threads; {args.runs} timed runs after 1 warm-up (median ±half-range).",
         f"Memory read bandwidth: {bw['read_bytes_per_s'] / 1e9:.2f} GB/s with {args.threads} threads "
         f"({bw['read_bytes_per_s_1t'] / 1e9:.2f} GB/s with 1).", "",
-        results_table(docs, bw), "", *ratio_lines(docs), "", *target_lines(docs), "",
+        results_table(docs, bw), "", *ratio_lines(docs), "", *target_lines(docs), "", *graph_lines(graphs), "",
         *(["Conversion (`webllama convert GGUF OUT --variant V --no-verify`):", "", *conversion_lines(conv)] if conv else []),
     ])
     (out / "table.md").write_text(text + "\n")

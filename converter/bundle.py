@@ -76,6 +76,17 @@ def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
     return variant_entry(variant, shards, model, "optimum")
 
 
+def add_wasm_graphs(root: Path, variants: dict[str, dict]) -> None:
+    """Give each float32 int4 variant its WASM graph (converter/quant/unpack.py): same weight files,
+    dequantized once at load, because onnxruntime's WASM build has no fast int4 kernel."""
+    from converter.quant.unpack import write_wasm_graph
+
+    for v in variants.values():
+        rel = write_wasm_graph(root, v)
+        if rel:
+            v["wasm_model"] = rel
+
+
 def write_model_files(source: LoadedSource, root: Path, variants: dict[str, dict]) -> None:
     """config.json, generation_config.json and the tokenizer files, in the transformers.js layout."""
     cfg = source.model.config.to_dict()
@@ -113,7 +124,7 @@ def build_manifest(source: LoadedSource, root: Path, variants: dict[str, dict], 
     files = list_files(root)
     sizes = {f["path"]: f["size"] for f in files}
     for name, v in variants.items():
-        v["bytes"] = sum(sizes[p] for p in [v["model"], *v["external_data"]])
+        v["bytes"] = sum(sizes[p] for p in [v["model"], *v["external_data"]])  # the wasm_model graph file is extra
         v["bytes_per_parameter"] = round(v["bytes"] / n_params, 4)
         v["quantization"] = quant.to_json() if name in ("q4", "q4f16") else None
         v["verify"] = verify["variants"][name] if verify and name in verify["variants"] else None

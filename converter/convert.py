@@ -12,7 +12,7 @@ import onnx
 from tqdm.auto import tqdm
 
 from converter import customize
-from converter.bundle import build_manifest, staging_dir, write_manifest, write_model_files, write_variant
+from converter.bundle import add_wasm_graphs, build_manifest, staging_dir, write_manifest, write_model_files, write_variant
 from converter.customize import Customization
 from converter.export_optimum import export_fp32
 from converter.manifest import Bundle, open_bundle
@@ -75,6 +75,7 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
         del base
         for leftover in tmp.glob("optimum-*"):  # the exporter's scratch directory
             shutil.rmtree(leftover, ignore_errors=True)
+        add_wasm_graphs(tmp, variants)
         write_model_files(src, tmp, variants)
         bar.update()
         verify = None

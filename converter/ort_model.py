@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from converter.errors import BundleError
 from converter.manifest import Bundle, open_bundle
+
+PREFILL_CHUNK = 1024  # tokens per call when forward() scores one long sequence (see forward)
 
 
 class OrtModel:
@@ -21,7 +24,10 @@ class OrtModel:
         variant: str | None = None,
         provider: str = "CPUExecutionProvider",
         threads: int | None = None,
+        graph: str = "default",
     ) -> None:
+        """graph: "default" (the variant's graph) or "wasm" (its dequantize-at-load graph, the one the browser
+        engine runs on WASM; converter/quant/unpack.py), run with the same session setting as there."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -32,7 +38,17 @@ class OrtModel:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.bundle.root / self.spec["model"]), opts, providers=[provider])
+        model = self.spec["model"]
+        if graph == "wasm":
+            if not self.spec.get("wasm_model"):
+                raise BundleError(f"{self.bundle.root}: variant {self.variant} has no WASM graph (only float32 int4 "
+                                  "variants get one); convert the bundle again with this version")
+            model = self.spec["wasm_model"]
+            opts.add_session_config_entry("session.disable_quant_qdq", "1")  # fold its DequantizeLinear at load
+        elif graph != "default":
+            raise ValueError(f"graph must be 'default' or 'wasm', not {graph!r}")
+        self.graph = graph
+        self.session = ort.InferenceSession(str(self.bundle.root / model), opts, providers=[provider])
         self.tokenizer = Tokenizer.from_file(str(self.bundle.root / "tokenizer.json"))
         cfg = self.bundle.manifest["config"]
         self.n_layers = cfg["num_hidden_layers"]
@@ -66,12 +82,26 @@ class OrtModel:
         return out[0].astype(np.float32, copy=False), new_past
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
-        """Logits (B, T, V) for whole sequences, no cache."""
+        """Logits (B, T, V) for whole sequences, starting from an empty cache.
+
+        One unpadded sequence longer than PREFILL_CHUNK is fed in chunks through the KV cache: causal
+        attention makes that the same computation, but the decomposed-attention graph's (heads, T, T)
+        score tensors stay (heads, chunk, T) instead of growing with T squared (an 8192-token
+        perplexity window of SmolLM2 took > 22 GB in one call)."""
         input_ids = np.asarray(input_ids, dtype=np.int64)
         if attention_mask is None:
             attention_mask = np.ones_like(input_ids)
-        logits, _ = self.run(input_ids, np.asarray(attention_mask, dtype=np.int64), self.empty_past(input_ids.shape[0]))
-        return logits
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        batch, seq = input_ids.shape
+        past = self.empty_past(batch)
+        if batch != 1 or seq <= PREFILL_CHUNK or not attention_mask.all():
+            return self.run(input_ids, attention_mask, past)[0]
+        parts = []
+        for start in range(0, seq, PREFILL_CHUNK):
+            end = min(seq, start + PREFILL_CHUNK)
+            logits, past = self.run(input_ids[:, start:end], attention_mask[:, :end], past)  # (1,c,V)
+            parts.append(logits)
+        return np.concatenate(parts, axis=1)  # (1,T,V)
 
     def greedy(self, prompt_ids: list[int], max_new_tokens: int, eos: bool = True) -> list[int]:
         """Greedy decoding with the KV cache; returns only the new tokens."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from converter import customize
-from converter.bundle import build_manifest, staging_dir, write_manifest, write_model_files
+from converter.bundle import add_wasm_graphs, build_manifest, staging_dir, write_manifest, write_model_files
 from converter.graph.emit import write_fused_variant
 from converter.graph.readers import StateDictReader
 from converter.graph.source import light_source, open_reader
@@ -42,6 +42,7 @@ def convert_fused(source: str | LoadedSource, out_dir: str | Path, opts) -> Bund
                 bar.set_postfix_str(v.name)
                 variants[v.name] = write_fused_variant(reader, tmp, v, opts.quant, lambda _i: bar.update())
                 gc.collect()
+        add_wasm_graphs(tmp, variants)
         write_model_files(src, tmp, variants)
         verify = None
         if opts.verify:

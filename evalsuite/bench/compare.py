@@ -18,6 +18,11 @@ TARGETS = {
 # (ours, peer, what) pairs of result names for the ratio lines
 RATIOS = [
     ("onnx-q4", "llamacpp-q4_0", "onnxruntime CPU q4 vs llama.cpp Q4_0 (native, same threads)"),
+    ("onnx-q4-fused", "llamacpp-q4_0", "onnxruntime CPU q4, fused graph vs llama.cpp Q4_0 (native, same threads)"),
+    ("onnx-q4-fused", "onnx-q4", "fused graph vs reference graph, onnxruntime CPU"),
+    ("browser-wasm-q4-fused", "browser-wasm-q4", "fused graph vs reference graph, our engine on WASM"),
+    ("browser-webgpu-q4-fused", "browser-webgpu-q4", "fused graph vs reference graph, our engine on WebGPU"),
+    ("browser-wasm-q4-fused", "wllama-wasm-q4_0", "our engine (fused graph) vs wllama, WASM"),
     ("browser-wasm-q4", "transformersjs-wasm-q4", "our engine vs transformers.js, WASM, same bundle"),
     ("browser-webgpu-q4", "transformersjs-webgpu-q4", "our engine vs transformers.js, WebGPU, same bundle"),
     ("browser-wasm-q4", "wllama-wasm-q4_0", "our engine vs wllama (llama.cpp wasm, Q4_0 GGUF), WASM"),
@@ -71,6 +76,7 @@ def ratio_lines(docs: dict[str, dict]) -> list[str]:
 
 def target_lines(docs: dict[str, dict]) -> list[str]:
     mapping = {"llama.cpp Q4_0": "llamacpp-q4_0", "onnxruntime CPU, optimum export + int4 RTN": "onnx-q4",
+               "onnxruntime CPU, onnxruntime-genai builder int4": "onnx-q4-fused",
                "transformers.js 4.3.1 WASM q4": "transformersjs-wasm-q4",
                "transformers.js 4.3.1 WASM fp32": "transformersjs-wasm-fp32"}
     out = ["| product owner's target (decode / prefill tok/s) | closest run here | measured decode / prefill-128 |", "|---|---|---|"]
@@ -78,7 +84,16 @@ def target_lines(docs: dict[str, dict]) -> list[str]:
         name = mapping.get(what)
         got = docs.get(name) if name else None
         meas = (f"{med(got['metrics']['decode_tokens_per_s']):.1f} / {med(_prefill(got)):.0f}" if got else "not run")
-        out.append(f"| {what}: {dec} / {pre} | {name or 'not reproduced (we use the optimum-style export)'} | {meas} |")
+        out.append(f"| {what}: {dec} / {pre} | {name or 'not reproduced'} | {meas} |")
+    return out
+
+
+def graph_lines(graphs: dict[str, dict]) -> list[str]:
+    """Node count per graph (each node is one kernel launch; on WebGPU one dispatch) and its commonest ops."""
+    out = ["| q4 graph | nodes | most frequent ops |", "|---|---|---|"]
+    for name, g in graphs.items():
+        ops = ", ".join(f"{k} {v}" for k, v in g["top_ops"].items())
+        out.append(f"| {name} | {g['nodes']} | {ops} |")
     return out
 
 

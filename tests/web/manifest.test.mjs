@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseManifest, pickVariant, variantFiles } from '../../web/engine/manifest.js';
+import { parseManifest, pickVariant, variantFiles, variantGraph } from '../../web/engine/manifest.js';
 import { ManifestError, VariantError } from '../../web/engine/errors.js';
 import { KvCache } from '../../web/engine/kv_cache.js';
 
@@ -48,6 +48,22 @@ test('forced variants', () => {
 
 test('variant files: tokenizer first, then graph and weights', () => {
   assert.deepEqual(variantFiles(manifest(), 'q4').map((f) => f.path),
+    ['tokenizer.json', 'tokenizer_config.json', 'onnx/model_q4.onnx', 'onnx/model_q4.onnx_data']);
+});
+
+test('int4 on WASM runs the dequantize-at-load graph over the same weight files', () => {
+  const m = manifest();
+  m.variants.q4.wasm_model = 'onnx/model_q4_wasm.onnx';
+  assert.throws(() => parseManifest(m, 'u'), /model_q4_wasm.onnx is not in files/);
+  m.files.push({ path: 'onnx/model_q4_wasm.onnx', size: 2, sha256: 'e' });
+  parseManifest(m, 'u');
+  assert.deepEqual(variantGraph(m, 'q4', 'wasm'), { model: 'onnx/model_q4_wasm.onnx', unpacked: true });
+  assert.deepEqual(variantGraph(m, 'q4', 'webgpu'), { model: 'onnx/model_q4.onnx', unpacked: false });
+  assert.deepEqual(variantGraph(m, 'q4', 'wasm', false), { model: 'onnx/model_q4.onnx', unpacked: false });
+  assert.deepEqual(variantGraph(m, 'fp32', 'wasm'), { model: 'onnx/model.onnx', unpacked: false });
+  assert.deepEqual(variantFiles(m, 'q4', 'wasm').map((f) => f.path),
+    ['tokenizer.json', 'tokenizer_config.json', 'onnx/model_q4_wasm.onnx', 'onnx/model_q4.onnx_data']);
+  assert.deepEqual(variantFiles(m, 'q4', 'webgpu').map((f) => f.path),
     ['tokenizer.json', 'tokenizer_config.json', 'onnx/model_q4.onnx', 'onnx/model_q4.onnx_data']);
 });
 

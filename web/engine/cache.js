@@ -66,9 +66,15 @@ export class ModelStore {
     const bytes = await download(url, entry, opts);
     await verify(bytes, entry, url);
     if (cache) {
-      await cache.put(key, new Response(/** @type {BodyInit} */ (/** @type {unknown} */ (bytes)), {
-        headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes.byteLength) },
-      }));
+      // Best effort: the bytes are verified and in memory, so a full quota (or Chromium's "Unexpected internal
+      // error" for a put of several hundred MB) costs the next load a download, not this load its model.
+      try {
+        await cache.put(key, new Response(/** @type {BodyInit} */ (/** @type {unknown} */ (bytes)), {
+          headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes.byteLength) },
+        }));
+      } catch (e) {
+        console.warn(`webllama: could not cache ${entry.path} (${/** @type {Error} */ (e).message}); it will be downloaded again next time`);
+      }
     }
     return { bytes, fromCache: false };
   }

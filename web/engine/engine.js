@@ -95,7 +95,7 @@ export class Engine {
   runtimeInfo() {
     const l = this.need();
     return {
-      model: l.manifest.name, variant: l.choice.variant, requested_provider: l.session.requested,
+      model: l.manifest.name, variant: l.choice.variant, graph_file: l.session.graphFile, requested_provider: l.session.requested,
       execution_provider: l.session.provider, placement: l.session.placement.counts,
       placement_ops: l.session.placement.ops, placement_log: l.session.placement.lines,
       adapter: l.adapter, adapter_probe: l.adapterProbe, fallback_reason: l.fallbackReason,

@@ -2,13 +2,14 @@
 // WebGPU, falling back to WASM when there is no adapter or the WebGPU session fails.
 
 import { BundleNotFoundError, SessionError, WebllamaError } from './errors.js';
-import { parseManifest, pickVariant, variantFiles } from './manifest.js';
+import { parseManifest, pickVariant, variantFiles, variantGraph } from './manifest.js';
 import { createSession, probeAdapter } from './session.js';
 
 /**
  * @typedef {import('./manifest.js').Manifest} Manifest
  * @typedef {import('./protocol.js').LoadProgress} LoadProgress
- * @typedef {{variant?: string, device?: 'auto'|'webgpu'|'wasm'}} LoadOptions
+ * @typedef {{variant?: string, device?: 'auto'|'webgpu'|'wasm', unpackInt4?: boolean}} LoadOptions
+ *   unpackInt4: on WASM, run an int4 variant's dequantize-at-load graph when the bundle has one (default true)
  * @typedef {{getOrt: (provider: 'webgpu'|'wasm') => Promise<any>, gpu: any, logTap: import('./session.js').LogTap,
  *            store: import('./cache.js').ModelStore, now: () => number}} LoaderDeps
  * @typedef {{onProgress?: (p: LoadProgress) => void, signal?: AbortSignal}} LoadHooks
@@ -91,10 +92,11 @@ class ProgressTracker {
 /**
  * Fetch (or read from cache) and verify every file of a variant.
  * @param {LoaderDeps} deps @param {string} base @param {Manifest} m @param {string} variant @param {LoadHooks} hooks
+ * @param {'webgpu'|'wasm'} [provider] @param {boolean} [unpackInt4]
  * @returns {Promise<{files: Map<string, Uint8Array>, fromCache: boolean}>}
  */
-export async function fetchVariant(deps, base, m, variant, hooks) {
-  const entries = variantFiles(m, variant);
+export async function fetchVariant(deps, base, m, variant, hooks, provider = 'webgpu', unpackInt4 = true) {
+  const entries = variantFiles(m, variant, provider, unpackInt4);
   const total = entries.reduce((s, f) => s + f.size, 0);
   const tracker = new ProgressTracker(total, hooks.onProgress || (() => {}), deps.now);
   const files = new Map();
@@ -110,18 +112,20 @@ export async function fetchVariant(deps, base, m, variant, hooks) {
 /**
  * Create the session for the chosen variant.
  * @param {LoaderDeps} deps @param {Manifest} m @param {string} variant @param {'webgpu'|'wasm'} provider
- * @param {Map<string, Uint8Array>} files
+ * @param {Map<string, Uint8Array>} files @param {boolean} [unpackInt4]
  */
-export async function openSession(deps, m, variant, provider, files) {
+export async function openSession(deps, m, variant, provider, files, unpackInt4 = true) {
   const v = m.variants[variant];
-  const dir = v.model.includes('/') ? v.model.slice(0, v.model.lastIndexOf('/') + 1) : '';
+  const graph = variantGraph(m, variant, provider, unpackInt4);
+  const dir = graph.model.includes('/') ? graph.model.slice(0, graph.model.lastIndexOf('/') + 1) : '';
   const externalData = (v.external_data || []).map((p) => ({
     path: p.startsWith(dir) ? p.slice(dir.length) : p, data: /** @type {Uint8Array} */ (files.get(p)),
   }));
   const gpuOutputs = [];
   for (let i = 0; i < m.config.num_hidden_layers; i++) gpuOutputs.push(`present.${i}.key`, `present.${i}.value`);
   return createSession(await deps.getOrt(provider), {
-    model: /** @type {Uint8Array} */ (files.get(v.model)), externalData, provider, gpuOutputs, logTap: deps.logTap,
+    model: /** @type {Uint8Array} */ (files.get(graph.model)), externalData, provider, gpuOutputs, logTap: deps.logTap,
+    foldDequantize: graph.unpacked, graphFile: graph.model,
   });
 }
 
@@ -137,18 +141,19 @@ export async function loadBundle(deps, bundleUrl, options, hooks) {
   const probe = options.device === 'wasm' ? { info: null, reason: 'device "wasm" requested' } : await probeAdapter(deps.gpu);
   let choice = pickVariant(manifest, { variant: options.variant, device: options.device, gpuFeatures: probe.info && probe.info.features });
   let fallbackReason = choice.provider === 'wasm' ? probe.reason || choice.reason : null;
-  let fetched = await fetchVariant(deps, base, manifest, choice.variant, hooks);
+  const unpack = options.unpackInt4 !== false;
+  let fetched = await fetchVariant(deps, base, manifest, choice.variant, hooks, choice.provider, unpack);
   emit(stageEvent('session', `Creating the ${choice.provider} session (${choice.variant})…`));
   let session;
   try {
-    session = await openSession(deps, manifest, choice.variant, choice.provider, fetched.files);
+    session = await openSession(deps, manifest, choice.variant, choice.provider, fetched.files, unpack);
   } catch (e) {
     if (choice.provider !== 'webgpu' || options.device === 'webgpu' || !(e instanceof SessionError)) throw e;
     fallbackReason = `WebGPU session failed: ${e.message}`;
     choice = pickVariant(manifest, { variant: options.variant, device: 'wasm', gpuFeatures: null });
     emit(stageEvent('session', `WebGPU failed, creating a WASM session (${choice.variant})…`));
-    fetched = await fetchVariant(deps, base, manifest, choice.variant, hooks);
-    session = await openSession(deps, manifest, choice.variant, 'wasm', fetched.files);
+    fetched = await fetchVariant(deps, base, manifest, choice.variant, hooks, 'wasm', unpack);
+    session = await openSession(deps, manifest, choice.variant, 'wasm', fetched.files, unpack);
   }
   if (session.provider === 'unknown') throw new WebllamaError('onnxruntime-web logged no node placement; cannot tell which execution provider runs the model');
   return { base, manifest, choice, session, files: fetched.files, adapter: choice.provider === 'webgpu' ? probe.info : null,

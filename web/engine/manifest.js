@@ -12,7 +12,7 @@ const PREFERENCE = Object.freeze({
 
 /**
  * @typedef {{path: string, size: number, sha256: string}} FileEntry
- * @typedef {{model: string, external_data: string[], activation_dtype: string, kv_dtype: string,
+ * @typedef {{model: string, wasm_model?: string, external_data: string[], activation_dtype: string, kv_dtype: string,
  *            requires_webgpu_features: string[], bytes: number}} Variant
  * @typedef {{name: string, context_length: number, config: Record<string, any>,
  *            tokenizer: {file: string, config_file: string, bos_token_id: number|null,
@@ -41,7 +41,7 @@ export function parseManifest(m, where) {
   if (!Array.isArray(m.files)) fail('files is missing');
   const listed = new Set(m.files.map((/** @type {FileEntry} */ f) => f.path));
   for (const [name, v] of Object.entries(m.variants)) {
-    for (const p of [v.model, ...(v.external_data || [])]) {
+    for (const p of [v.model, ...(v.wasm_model ? [v.wasm_model] : []), ...(v.external_data || [])]) {
       if (!listed.has(p)) fail(`variant ${name}: ${p} is not in files[]`);
     }
   }
@@ -90,12 +90,27 @@ function missing(m, name, gpu) {
 }
 
 /**
- * The files a variant needs, with their manifest entries, tokenizer files first.
- * @param {Manifest} m @param {string} variant @returns {FileEntry[]}
+ * The graph file a variant runs on a provider. On WASM an int4 variant's `wasm_model` (same weight files,
+ * dequantized once at load: onnxruntime's WASM build has no fast int4 MatMulNBits kernel, see
+ * converter/quant/unpack.py) unless the caller opts out with `unpackInt4: false`.
+ * @param {Manifest} m @param {string} variant @param {'webgpu'|'wasm'} provider @param {boolean} [unpackInt4]
+ * @returns {{model: string, unpacked: boolean}}
  */
-export function variantFiles(m, variant) {
+export function variantGraph(m, variant, provider, unpackInt4 = true) {
   const v = m.variants[variant];
-  const wanted = [m.tokenizer.file, m.tokenizer.config_file, v.model, ...(v.external_data || [])].filter(Boolean);
+  const unpacked = provider === 'wasm' && unpackInt4 && typeof v.wasm_model === 'string';
+  return { model: unpacked ? /** @type {string} */ (v.wasm_model) : v.model, unpacked };
+}
+
+/**
+ * The files a variant needs on a provider, with their manifest entries, tokenizer files first.
+ * @param {Manifest} m @param {string} variant @param {'webgpu'|'wasm'} [provider] @param {boolean} [unpackInt4]
+ * @returns {FileEntry[]}
+ */
+export function variantFiles(m, variant, provider = 'webgpu', unpackInt4 = true) {
+  const v = m.variants[variant];
+  const graph = variantGraph(m, variant, provider, unpackInt4).model;
+  const wanted = [m.tokenizer.file, m.tokenizer.config_file, graph, ...(v.external_data || [])].filter(Boolean);
   const byPath = new Map(m.files.map((f) => [f.path, f]));
   return wanted.map((p) => {
     const f = byPath.get(p);

@@ -41,6 +41,7 @@ export const Method = Object.freeze({
  * @typedef {object} RuntimeInfo
  * @property {string} model             manifest.name
  * @property {string} variant           q4 | q4f16 | fp16 | fp32
+ * @property {string} graph_file        the bundle's graph file the session runs (an int4 variant's `wasm_model` on WASM)
  * @property {string} requested_provider  webgpu | wasm
  * @property {string} execution_provider  the EP that really runs the heavy nodes (from ORT's placement log)
  * @property {Record<string, number>} placement  EP name -> node count, from the verbose log

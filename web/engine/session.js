@@ -132,10 +132,11 @@ export async function probeAdapter(gpu) {
 export class Session {
   /**
    * @param {any} ort @param {any} session an ort.InferenceSession @param {string} requested
-   * @param {Placement} placement
+   * @param {Placement} placement @param {string} [graphFile] the bundle's graph file this session runs
    */
-  constructor(ort, session, requested, placement) {
+  constructor(ort, session, requested, placement, graphFile = '') {
     this.ort = ort;
+    this.graphFile = graphFile;
     this.session = session;
     this.requested = requested;
     this.placement = placement;
@@ -169,7 +170,9 @@ export class Session {
  * Create a session on one provider; throws SessionError with ORT's message.
  * @param {any} ort
  * @param {{model: Uint8Array, externalData: {path: string, data: Uint8Array}[], provider: 'webgpu'|'wasm',
- *          gpuOutputs: string[], logTap: LogTap}} o
+ *          gpuOutputs: string[], logTap: LogTap, foldDequantize?: boolean, graphFile?: string}} o
+ *   foldDequantize: let constant folding evaluate DequantizeLinear of initializers (the WASM graph of an
+ *   int4 variant dequantizes its weights once, at load; onnxruntime skips DequantizeLinear by default)
  * @returns {Promise<Session>}
  */
 export async function createSession(ort, o) {
@@ -183,6 +186,7 @@ export async function createSession(ort, o) {
     graphOptimizationLevel: 'all',
     logSeverityLevel: 0, // VERBOSE: the placement block is logged at this level
     logVerbosityLevel: 0,
+    ...(o.foldDequantize ? { extra: { session: { disable_quant_qdq: '1' } } } : {}),
   };
   o.logTap.start();
   let session;
@@ -194,5 +198,5 @@ export async function createSession(ort, o) {
     throw new SessionError(`onnxruntime-web could not create a ${o.provider} session: ${/** @type {Error} */ (e).message}${err ? ' (' + err + ')' : ''}`,
       { provider: o.provider });
   }
-  return new Session(ort, session, o.provider, parsePlacement(o.logTap.stop()));
+  return new Session(ort, session, o.provider, parsePlacement(o.logTap.stop()), o.graphFile || '');
 }

@@ -1,0 +1,150 @@
+"""The WASM graph of an int4 variant: same int4 weights, dequantized once when the session is created.
+
+Why: onnxruntime's MatMulNBits has fast kernels only where MLAS has a QNBitGemm dispatch (x86 AVX2/512,
+ARM NEON). The WebAssembly build has none, so every MatMulNBits call takes `ComputeBUnpacked`: it
+dequantizes the *whole* weight matrix to float32 and then runs SGEMM. A decode step of SmolLM2 then
+writes and re-reads ~425 MB of float32 per token, which is why q4 decodes several times slower than fp32
+on WASM (measured in our engine: 0.60 vs 3.64 tok/s, same page, same load).
+
+This rewrite replaces each MatMulNBits(A, B, scales[, zero_points]) by
+
+    W = Transpose(DequantizeLinear(B as uint4 (N, K), scales (N, n_blocks), zp, axis=1, block_size))  # (K, N)
+    Y = MatMul(A, W) [+ bias]
+
+B and scales are the *same bytes* as in the MatMulNBits graph (new tensor headers pointing at the same
+external-data offsets: MatMulNBits' (N, n_blocks, block/2) uint8 layout is exactly ONNX's packed uint4
+(N, n_blocks*block), low nibble first), so the download does not grow; only the graph file (a few hundred
+KB) is extra. W depends on initializers only, so onnxruntime folds it once at session creation and the
+graph that runs is a plain float32 MatMul. onnxruntime skips DequantizeLinear when constant folding
+unless the session sets `session.disable_quant_qdq = 1` (it keeps QDQ pairs for quantizing EPs): the
+engine sets it for this graph (web/engine/session.js). One DequantizeLinear and one Transpose per matrix
+keep the transient memory of the fold near 2x the float32 weights (an unpack with BitShift/Concat/Cast/
+Sub/Mul took ~6x: 2.5 GB for SmolLM2). Float32 weights must fit a 4 GiB wasm32 heap: the graph is
+written only up to `FP32_BUDGET`.
+
+Layouts follow the MatMulNBits contract (onnxruntime docs/ContribOperators.md): B uint8 (N, n_blocks,
+block/2), scales (N * n_blocks) or (N, n_blocks), zero_points uint8 (N, ceil(n_blocks/2)) packed per row
+(default 8 when absent).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FP32_BUDGET = 2 * 2**30  # bytes of dequantized float32 weights the WASM graph may create at load
+
+
+def float_weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of float32 weights the rewrite would materialize (sum of K*N*4 over MatMulNBits)."""
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+            total += int(a["K"]) * int(a["N"]) * 4
+    return total
+
+
+def _external_alias(t: TensorProto, name: str, data_type: int, dims: list[int]) -> TensorProto:
+    """A tensor header for the same stored bytes as `t` under another name, type and shape."""
+    alias = TensorProto()
+    alias.CopyFrom(t)
+    alias.name = name
+    alias.data_type = data_type
+    del alias.dims[:]
+    alias.dims.extend(dims)
+    return alias
+
+
+def _zero_points(t: TensorProto, base_dir: Path, n: int, n_blocks: int, name: str) -> TensorProto:
+    """MatMulNBits packs zero points per row (a row of odd n_blocks ends with a padding nibble); ONNX uint4
+    packs the whole tensor. Re-pack them (N * n_blocks / 2 bytes: small) as an inline uint4 (N, n_blocks)."""
+    packed = numpy_helper.to_array(t, base_dir=str(base_dir)).reshape(n, -1)  # (N, ceil(nb/2)) uint8
+    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1)[:, :n_blocks]  # (N, nb)
+    return helper.make_tensor(name, TensorProto.UINT4, [n, n_blocks], nibbles.flatten().tolist())
+
+
+def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path) -> tuple[list, list]:
+    """Nodes + initializers computing node's output as MatMul(A, folded float32 weight)."""
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    k, n, block = int(a["K"]), int(a["N"]), int(a["block_size"])
+    if int(a.get("bits", 4)) != 4:
+        raise ValueError(f"{node.name}: only 4-bit MatMulNBits is unpacked (bits={a.get('bits')})")
+    ins = list(node.input) + [""] * (6 - len(node.input))
+    x, b, scales, zp, g_idx, bias = ins[:6]
+    if g_idx:
+        raise ValueError(f"{node.name}: MatMulNBits with g_idx (act-order) is not unpacked")
+    if b not in inits or scales not in inits or (zp and zp not in inits):
+        raise ValueError(f"{node.name}: MatMulNBits weights are not initializers")
+    n_blocks = (k + block - 1) // block
+    p = f"{b}/wasm"
+    new = [_external_alias(inits[b], f"{p}/q", TensorProto.UINT4, [n, n_blocks * block]),
+           _external_alias(inits[scales], f"{p}/scales", inits[scales].data_type, [n, n_blocks])]
+    dq_inputs = [f"{p}/q", f"{p}/scales"]
+    if zp:
+        new.append(_zero_points(inits[zp], base_dir, n, n_blocks, f"{p}/zp"))
+        dq_inputs.append(f"{p}/zp")
+    else:  # MatMulNBits' default zero point is 8 (symmetric int4 stored unsigned)
+        new.append(helper.make_tensor(f"{p}/zp", TensorProto.UINT4, [n, n_blocks], [8] * (n * n_blocks)))
+        dq_inputs.append(f"{p}/zp")
+    g = [helper.make_node("DequantizeLinear", dq_inputs, [f"{p}/w_nk_padded"], axis=1, block_size=block)]  # (N, nb*blk)
+    w_nk = f"{p}/w_nk_padded"
+    if n_blocks * block != k:  # the last block is padded: drop the padding columns
+        new += [numpy_helper.from_array(np.array([0], np.int64), f"{p}/k0"),
+                numpy_helper.from_array(np.array([k], np.int64), f"{p}/k1"),
+                numpy_helper.from_array(np.array([1], np.int64), f"{p}/axis1")]
+        g.append(helper.make_node("Slice", [w_nk, f"{p}/k0", f"{p}/k1", f"{p}/axis1"], [f"{p}/w_nk"]))
+        w_nk = f"{p}/w_nk"
+    g.append(helper.make_node("Transpose", [w_nk], [f"{p}/w"], perm=[1, 0]))  # (K, N)
+    out = node.output[0]
+    mm_out = f"{p}/mm" if bias else out
+    g.append(helper.make_node("MatMul", [x, f"{p}/w"], [mm_out], name=node.name))
+    if bias:
+        g.append(helper.make_node("Add", [mm_out, bias], [out]))
+    return g, new
+
+
+def unpack_int4(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
+    """A copy of `model` (loaded without external data, from `base_dir`) with every MatMulNBits replaced by
+    dequantize-at-load + MatMul. The weights are referenced, not copied; unused originals are dropped."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name: t for t in out.graph.initializer}
+    nodes, added = [], []
+    for node in out.graph.node:
+        if node.op_type == "MatMulNBits" and node.domain == "com.microsoft":
+            g, new = _replace(node, inits, base_dir)
+            nodes += g
+            added += new
+        else:
+            nodes.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    used = {i for nd in nodes for i in nd.input}
+    kept = [t for t in out.graph.initializer if t.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept + added)
+    for op in out.opset_import:  # blocked and 4-bit DequantizeLinear: opset 21
+        if op.domain in ("", "ai.onnx") and op.version < 21:
+            op.version = 21
+    out.ir_version = max(out.ir_version, 10)  # the uint4 tensor type: IR version 10
+    return out
+
+
+def write_wasm_graph(root: Path, entry: dict) -> str | None:
+    """Write onnx/<model>_wasm.onnx next to an int4 float32 variant's graph; returns its bundle path, or
+    None when the variant has no MatMulNBits, is float16, or its float32 weights exceed FP32_BUDGET."""
+    if entry.get("activation_dtype") != "float32":
+        return None
+    path = root / entry["model"]
+    model = onnx.load(str(path), load_external_data=False)  # initializers keep their shard references
+    size = float_weight_bytes(model)
+    if size == 0 or size > FP32_BUDGET:
+        return None
+    wasm = unpack_int4(model, path.parent)
+    dest = path.with_name(path.stem + "_wasm.onnx")
+    onnx.save(wasm, str(dest))
+    return str(Path(entry["model"]).with_name(dest.name))
