@@ -160,6 +160,10 @@ def main() -> int:
         ("llamacpp-q4_0", q4_0, "llamacpp", ()),
         ("browser-wasm-q4", args.bundle, "browser", ("--variant", "q4", "--device", "wasm")),
         ("browser-wasm-q4-fused", fused, "browser", ("--variant", "q4", "--device", "wasm")),
+        # the int4 MatMulNBits graph on WASM (what the engine ran before the dequantize-at-load graph): ~0.6 tok/s
+        ("browser-wasm-q4-matmulnbits", args.bundle, "browser",
+         ("--variant", "q4", "--device", "wasm", "--no-unpack-int4", "--runs", "2", "--decode-tokens", "16")),
+        ("browser-wasm-fp32", args.bundle, "browser", ("--variant", "fp32", "--device", "wasm", "--runs", "3")),
         ("wllama-wasm-q4_0", q4_0, "wllama", ("--device", "wasm")),
         ("transformersjs-wasm-q4-default-bundle", args.bundle, "transformersjs", ("--variant", "q4", "--device", "wasm")),
         ("transformersjs-wasm-q4", None, "transformersjs", ("--variant", "q4", "--device", "wasm")),

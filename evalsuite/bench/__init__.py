@@ -37,6 +37,7 @@ class BenchRequest:
     decode_tokens: int = 128
     chromium: str = "/usr/bin/chromium"
     timeout_s: float = 1800.0
+    unpack_int4: bool = True  # browser WASM: run an int4 variant's dequantize-at-load graph (web/README.md)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNNERS:

@@ -23,6 +23,8 @@ RATIOS = [
     ("browser-wasm-q4-fused", "browser-wasm-q4", "fused graph vs reference graph, our engine on WASM"),
     ("browser-webgpu-q4-fused", "browser-webgpu-q4", "fused graph vs reference graph, our engine on WebGPU"),
     ("browser-wasm-q4-fused", "wllama-wasm-q4_0", "our engine (fused graph) vs wllama, WASM"),
+    ("browser-wasm-q4", "browser-wasm-q4-matmulnbits", "int4 on WASM: dequantize-at-load graph vs MatMulNBits graph"),
+    ("browser-wasm-q4", "browser-wasm-fp32", "int4 on WASM (dequantize-at-load) vs the fp32 variant"),
     ("browser-wasm-q4", "transformersjs-wasm-q4", "our engine vs transformers.js, WASM, same bundle"),
     ("browser-webgpu-q4", "transformersjs-webgpu-q4", "our engine vs transformers.js, WebGPU, same bundle"),
     ("browser-wasm-q4", "wllama-wasm-q4_0", "our engine vs wllama (llama.cpp wasm, Q4_0 GGUF), WASM"),

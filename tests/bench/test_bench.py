@@ -108,3 +108,7 @@ def test_browser_result_has_cached_load_and_page_memory(s260_bundle, tmp_path):
     assert doc["device"] == "wasm" and doc["metrics"]["load_cached_s"]["median"] > 0
     assert doc["runtime_info"]["execution_provider"] == "wasm" and doc["runtime_info"]["from_cache"] is True
     assert "page_memory" in doc["runtime_info"] and doc["metrics"]["peak_rss_bytes"] > 0
+    assert doc["runtime_info"]["graph_file"] == "onnx/model_q4_wasm.onnx"  # int4 dequantized at load on WASM
+    assert webllama(["bench", str(s260_bundle), "--runtime", "browser", "--threads", "1", "--runs", "1", "--load-runs", "1",
+                     "--prompt-lengths", "16", "--decode-tokens", "4", "--no-unpack-int4", "--quiet", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["runtime_info"]["graph_file"] == "onnx/model_q4.onnx"

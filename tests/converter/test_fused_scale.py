@@ -4,14 +4,16 @@ process's peak RSS must stay under 8 GiB and must not grow with the number of la
 
     WEBLLAMA_SCALE_TEST=1 WEBLLAMA_SCALE_DIR=/tmp/wl-scale .venv/bin/python -m pytest -q \
         tests/converter/test_fused_scale.py -s
-    .venv/bin/python -m tests.converter.test_fused_scale /tmp/wl-scale [n_layers]   # same, as a script
+    .venv/bin/python -m tests.converter.test_fused_scale /tmp/wl-scale [n_layers] [fused|optimum]   # as a script
+
+The reference exporter (`optimum`) loads the whole model in float32 and traces it, so its peak RSS grows
+with the layer count (~4 bytes per parameter and more): run it with a few layers and read the slope.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -63,17 +65,20 @@ def write_random_llama(folder: Path, n_layers: int, stories_dir: Path) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
 
 
-def convert_and_measure(src: Path, out: Path) -> tuple[int, float]:
-    """Convert in a child process (q4, fused, no verify); returns (peak RSS bytes, seconds)."""
-    code = ("from converter import ConvertOptions, convert; from converter.variants import parse_variants; "
-            f"convert({str(src)!r}, {str(out)!r}, ConvertOptions(variants=parse_variants('q4'), graph='fused', "
-            "verify=False, force=True, progress=False))")
+def convert_and_measure(src: Path, out: Path, graph: str = "fused") -> tuple[int, float]:
+    """Convert in a child process (q4, no verify); returns (peak RSS bytes of that child, seconds)."""
+    code = ("import resource; from converter import ConvertOptions, convert; from converter.variants import parse_variants; "
+            f"convert({str(src)!r}, {str(out)!r}, ConvertOptions(variants=parse_variants('q4'), graph={graph!r}, "
+            "verify=False, force=True, progress=False)); "
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     t = time.time()
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, time.time() - t
+    r = subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2],
+                       capture_output=True, text=True)
+    rss_kib = int(next(ln for ln in r.stdout.splitlines() if ln.startswith("MAXRSS")).split()[1])
+    return rss_kib * 1024, time.time() - t
 
 
-def run(root: Path, n_layers: int = 32) -> dict:
+def run(root: Path, n_layers: int = 32, graph: str = "fused") -> dict:
     stories = Path(os.environ.get("WEBLLAMA_SHARED", Path(__file__).resolve().parents[3] / "shared")) / "data/models/stories260K"
     src = root / f"llama2-7b-shaped-{n_layers}"
     if not (src / "model.safetensors.index.json").exists():
@@ -82,9 +87,11 @@ def run(root: Path, n_layers: int = 32) -> dict:
         if free < need:
             raise RuntimeError(f"need about {need / 1e9:.0f} GB free for the source and the bundle, have {free / 1e9:.0f}")
         write_random_llama(src, n_layers, stories)
-    rss, seconds = convert_and_measure(src, root / f"bundle-{n_layers}")
-    size = sum(f.stat().st_size for f in (root / f"bundle-{n_layers}").rglob("*") if f.is_file())
-    return {"layers": n_layers, "peak_rss_gib": round(rss / (1 << 30), 2), "seconds": round(seconds, 1),
+    out = root / f"bundle-{graph}-{n_layers}"
+    rss, seconds = convert_and_measure(src, out, graph)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    shutil.rmtree(out, ignore_errors=True)
+    return {"graph": graph, "layers": n_layers, "peak_rss_gib": round(rss / (1 << 30), 2), "seconds": round(seconds, 1),
             "bundle_gb": round(size / 1e9, 2)}
 
 
@@ -97,4 +104,5 @@ def test_llama2_7b_shaped_q4_in_bounded_memory():
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 32)))
+    print(json.dumps(run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 32,
+                         sys.argv[3] if len(sys.argv) > 3 else "fused")))
