@@ -152,7 +152,7 @@ def main() -> int:
     graphs = graph_stats({"reference (optimum)": args.bundle, "fused": fused})
     (out / "graphs.json").write_text(json.dumps(graphs, indent=2))
     # SwiftShader (no GPU here) runs WebGPU on the CPU at seconds per token: fewer, shorter repeats there.
-    light = ("--runs", "1", "--load-runs", "1", "--decode-tokens", "8", "--prompt-lengths", "16,128")
+    light = ("--runs", "1", "--load-runs", "1", "--decode-tokens", "8", "--prompt-lengths", "16", "--decode-prompt", "16")
     plan = [
         ("onnx-q4", args.bundle, "onnx", ("--variant", "q4")),
         ("onnx-q4-fused", fused, "onnx", ("--variant", "q4")),

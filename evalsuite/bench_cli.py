@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-lengths", default="16,128,512", help="prefill prompt lengths (capped at the context)")
     p.add_argument("--decode-tokens", type=int, default=128, help="decoded tokens per decode run (default 128)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable for the browser runtimes")
+    p.add_argument("--decode-prompt", type=int, default=128,
+                   help="prompt length before the decode run and for TTFT (default 128; shorter for slow devices)")
     p.add_argument("--no-unpack-int4", dest="unpack_int4", action="store_false",
                    help="browser WASM: run the int4 MatMulNBits graph, not the dequantize-at-load one (for comparison)")
     p.add_argument("--output", required=True, help="result JSON file to write")
@@ -56,6 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         decode_tokens=args.decode_tokens,
         chromium=args.chromium,
         unpack_int4=args.unpack_int4,
+        decode_prompt=args.decode_prompt,
     )
     log = (lambda m: None) if args.quiet else (lambda m: print(f"[bench {args.runtime}] {m}", file=sys.stderr, flush=True))
     doc = run_bench(req, log=log)

@@ -51,10 +51,16 @@ def results_table(docs: dict[str, dict], bandwidth: dict | None) -> str:
         bpp = f"{m['bytes_per_parameter']:.3f}" if m.get("bytes_per_parameter") else "n/a"
         lines.append(
             f"| {name} | {d['runtime']} / {d['device']} | {d['variant']} | {spread(m['load_s'])} | {spread(m['load_cached_s'])} | "
-            f"{spread(m['ttft_s'])} | {spread(p.get('16'))} | {spread(p.get('128'))} | {spread(_longest(p))} | "
+            f"{spread(m['ttft_s'])}{_short_prompt(d)} | {spread(p.get('16'))} | {spread(p.get('128'))} | {spread(_longest(p))} | "
             f"{spread(m['decode_tokens_per_s'])} | {m['peak_rss_bytes'] / 2**20:.0f} | {m['bundle_bytes'] / 2**20:.1f} | "
             f"{bpp} | {frac} |")
     return "\n".join(lines)
+
+
+def _short_prompt(doc: dict) -> str:
+    """Slow devices (SwiftShader WebGPU) run with a shorter decode/TTFT prompt: say so in the cell."""
+    n = doc.get("settings", {}).get("ttft_prompt_length", 128)
+    return "" if n == 128 else f" (prompt {n})"
 
 
 def _longest(p: dict) -> dict | None:
