@@ -102,8 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lm-head-symmetric", action="store_true",
                    help="symmetric output projection (default: asymmetric, uint8 zero points)")
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for a hub id")
-    p.add_argument("--graph", default="optimum", choices=["optimum", "fused"],
-                   help="optimum: reference export (default); fused: onnxruntime fused ops, streamed layer by layer")
+    p.add_argument("--graph", default="fused", choices=["fused", "optimum"],
+                   help="fused (default): onnxruntime fused ops, streamed layer by layer; optimum: the reference export")
     p.add_argument("--adapter", action="append", metavar="DIR",
                    help="PEFT LoRA/QLoRA adapter merged into the weights before export (repeatable)")
     p.add_argument("--adapter-weight", action="append", type=float, metavar="W",

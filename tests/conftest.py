@@ -35,12 +35,12 @@ def benchmarks_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def s260_bundle(tmp_path_factory, stories_dir) -> Path:
-    """stories260K as fp32 + q4 (verified)."""
+    """stories260K as fp32 + q4 (verified), reference (optimum) graph: the fused suite compares against it."""
     from converter import ConvertOptions, convert
     from converter.variants import parse_variants
 
     out = tmp_path_factory.mktemp("bundles") / "stories260K"
-    convert(str(stories_dir), out, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False))
+    convert(str(stories_dir), out, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, graph="optimum"))
     return out
 
 
@@ -63,11 +63,14 @@ def smollm2_bundle(tmp_path_factory, smollm2_gguf_path) -> Path:
     if out.exists():
         try:
             b = open_bundle(out)
-            if {"fp32", "q4"} <= set(b.variants) and b.manifest["source"]["sha256"]:
+            q4 = b.manifest["variants"].get("q4", {})
+            if {"fp32", "q4"} <= set(b.variants) and b.manifest["source"]["sha256"] and q4.get("graph") == "optimum" \
+                    and q4.get("wasm_model"):
                 return out
         except Exception:
             pass
-    convert(str(smollm2_gguf_path), out, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, force=True))
+    convert(str(smollm2_gguf_path), out, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, force=True,
+                                                        graph="optimum"))
     return out
 
 

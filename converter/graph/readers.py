@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.errors import MissingTensor, UnsupportedArchitecture
+from converter.errors import BadFormat, MissingTensor, UnsupportedArchitecture
 from converter.sources.llama2c import permute_rope
 
 # canonical per-layer tensor -> HF template ({i} = layer index)
@@ -223,9 +223,11 @@ def gguf_llama_config(reader, file: Path):
     if kind == "linear" and factor:
         kw["rope_scaling"] = {"rope_type": "linear", "factor": float(factor)}
     elif kind not in (None, "none"):
-        raise UnsupportedArchitecture(f"{file}: GGUF rope scaling {kind!r} is not supported by --graph fused")
+        raise UnsupportedArchitecture(f"{file}: GGUF rope scaling {kind!r} is not supported by --graph fused; "
+                                      "convert with --graph optimum")
     if "rope_freqs.weight" in names:
-        raise UnsupportedArchitecture(f"{file}: GGUF rope_freqs (llama3 scaling) is not supported by --graph fused")
+        raise UnsupportedArchitecture(f"{file}: GGUF rope_freqs (llama3 scaling) is not supported by --graph fused; "
+                                      "convert with --graph optimum")
     return LlamaConfig(**kw, tie_word_embeddings="output.weight" not in names, architectures=["LlamaForCausalLM"])
 
 
@@ -260,6 +262,8 @@ class Llama2cReader(TensorReader):
             raise self._missing(hf_name, "the llama2.c checkpoint")
         src, how, i = self._map[hf_name]
         w = np.array(self._arrays[src] if i is None else self._arrays[src][i], dtype=np.float32)
+        if not np.isfinite(w).all():
+            raise BadFormat(f"{hf_name}: the llama2.c checkpoint holds NaN or Inf; it is corrupt")
         if how == "layer_rope_q":
             w = permute_rope(w, self.header.n_heads)
         elif how == "layer_rope_k":

@@ -36,6 +36,7 @@ def open_reader(spec: str, revision: str | None = None) -> TensorReader:
         return GGUFTensorReader(gguf.find_gguf(path))
     ckpt, _ = llama2c._find_files(path)
     header = llama2c.read_header(ckpt)
+    llama2c.check_size(ckpt, header)
     return Llama2cReader(ckpt, _llama2c_config(header), header)
 
 

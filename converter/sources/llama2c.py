@@ -91,15 +91,21 @@ def _tensor_shapes(h: Llama2cHeader) -> list[tuple[str, tuple[int, ...]]]:
     return order
 
 
-def read_weights(path: Path, h: Llama2cHeader) -> dict[str, np.ndarray]:
-    shapes = _tensor_shapes(h)
-    need = sum(int(np.prod(s)) for _, s in shapes)
+def check_size(path: Path, h: Llama2cHeader) -> int:
+    """Number of float32 weights the header promises; BadFormat if the file holds fewer."""
+    need = sum(int(np.prod(s)) for _, s in _tensor_shapes(h))
     size = path.stat().st_size - h.data_offset
     if size < need * 4:
         raise BadFormat(
             f"{path}: holds {size} bytes of weights but the header (dim={h.dim}, layers={h.n_layers}, "
             f"vocab={h.vocab_size}) needs {need * 4}; the file is truncated or corrupt: download it again"
         )
+    return need
+
+
+def read_weights(path: Path, h: Llama2cHeader) -> dict[str, np.ndarray]:
+    shapes = _tensor_shapes(h)
+    need = check_size(path, h)
     flat = np.fromfile(path, dtype="<f4", offset=h.data_offset, count=need)
     out, pos = {}, 0
     for name, shape in shapes:

@@ -69,7 +69,8 @@ def test_stories260k_fused_matches_reference(tmp_path, stories_dir, s260_bundle)
 def tiny_pair(tmp_path_factory, tiny_llama_dir) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("fused-tiny")
     ref = root / "ref"
-    convert(str(tiny_llama_dir), ref, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, verify=False))
+    convert(str(tiny_llama_dir), ref, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, verify=False,
+                                                     graph="optimum"))
     return ref, fused(tiny_llama_dir, root / "fused")
 
 
