@@ -182,8 +182,9 @@ def main() -> int:
         doc = bench(out, name, target, runtime, args, *extra)
         if doc:
             docs[name] = doc
-    conv = []
+    conv = json.loads((out / "conversion.json").read_text()) if (out / "conversion.json").exists() else []
     if "convert" not in skip:
+        conv = []
         for variant in ("fp32", "fp16", "q4", "q4f16"):
             print(f"== convert {variant}", flush=True)
             conv.append(convert_cost(source, work, variant, ("--no-verify", "--graph", "fused")))
