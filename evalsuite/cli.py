@@ -46,6 +46,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=100000,
         help="lm-eval's bootstrap for perplexity stderr (0: skip; lm-eval's default 100000)",
     )
+    p.add_argument(
+        "--include-path",
+        action="append",
+        metavar="DIR",
+        help="folder of your own lm-eval task YAMLs (repeatable); its tasks can then be named in --tasks",
+    )
+    p.add_argument(
+        "--adapter",
+        action="append",
+        metavar="DIR",
+        help="native only: PEFT LoRA adapter merged into the source before scoring (repeatable, as in `webllama convert`)",
+    )
+    p.add_argument(
+        "--adapter-weight", action="append", type=float, metavar="W", help="scale of the matching --adapter (default 1.0 each)"
+    )
     p.add_argument("--seed", type=int, default=1234, help="seed for few-shot sampling and sampled generation")
     p.add_argument("--output", required=True, help="run folder: results.json, samples/, cache (re-running the same command resumes)")
     p.set_defaults(func=cmd_eval)
@@ -59,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _request(args: argparse.Namespace):
     from evalsuite.run import EvalRequest
+    from evalsuite.tasks import resolve_include_paths
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if not tasks:
@@ -68,6 +84,7 @@ def _request(args: argparse.Namespace):
         if limit <= 0:
             raise EvalError(f"--limit {limit}: must be positive")
         limit = int(limit) if limit >= 1 else limit
+    adapters, weights = _adapters(args)
     return EvalRequest(
         model=args.model,
         backend=args.backend,
@@ -83,7 +100,32 @@ def _request(args: argparse.Namespace):
         seed=args.seed,
         gen_kwargs=_gen_kwargs(args.gen_kwargs),
         bootstrap_iters=args.bootstrap_iters,
+        include_paths=resolve_include_paths(args.include_path),
+        adapters=adapters,
+        adapter_weights=weights,
     )
+
+
+def _adapters(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """--adapter/--adapter-weight checked before the model is loaded; absolute paths for the run record."""
+    from pathlib import Path
+
+    adapters, weights = tuple(args.adapter or ()), tuple(args.adapter_weight or ())
+    if weights and not adapters:
+        raise EvalError("--adapter-weight without --adapter; give the adapter folder it scales")
+    if not adapters:
+        return (), ()
+    if args.backend != "native":
+        raise EvalError(
+            f"--adapter works with --backend native only; a {args.backend} bundle already has its adapters merged "
+            "(`webllama convert SOURCE --adapter DIR`): drop --adapter"
+        )
+    if weights and len(weights) != len(adapters):
+        raise EvalError(f"{len(adapters)} --adapter but {len(weights)} --adapter-weight; give one weight per adapter")
+    for a in adapters:
+        if not (Path(a) / "adapter_config.json").is_file():
+            raise EvalError(f"--adapter {a}: no adapter_config.json there; give a PEFT adapter folder")
+    return tuple(str(Path(a).expanduser().resolve()) for a in adapters), weights
 
 
 def _data_dir(given: str | None) -> str | None:
@@ -117,6 +159,8 @@ def build_lm(req):
         kwargs |= {"variant": req.variant, "provider": req.provider}
     elif req.backend == "browser":
         kwargs |= {"variant": req.variant, "device": req.device}
+    elif req.adapters:
+        kwargs |= {"adapters": req.adapters, "adapter_weights": req.adapter_weights}
     return cls(**kwargs)
 
 

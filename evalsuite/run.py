@@ -5,7 +5,8 @@ OUTPUT also holds what makes a run resumable and auditable:
     cache/lm_rank0.db      lm-eval's sqlite response cache (use_cache=); every scored request is written
                            as soon as it is computed (cache_hook.add_partial), so an interrupted run
                            restarts where it stopped instead of from zero
-    tasks/*.yaml           the generated offline task configs (see evalsuite.tasks)
+    tasks/*.yaml           the generated offline task configs (see evalsuite.tasks); the user's own task
+                           folders (--include-path) are read in place and recorded in run_config.json
 results.json carries a "webllama" block: schema_version, run id, model/bundle sha256, seed, versions.
 """
 
@@ -49,6 +50,9 @@ class EvalRequest:
     seed: int = 1234
     gen_kwargs: dict | None = None  # overrides merged into every generate_until task's generation_kwargs
     bootstrap_iters: int = 100000  # lm-eval's stderr bootstrap (perplexity); 0 = none
+    include_paths: tuple[str, ...] = ()  # user task folders (absolute), lm-eval's include_path
+    adapters: tuple[str, ...] = ()  # native: PEFT LoRA folders (absolute) merged into the source
+    adapter_weights: tuple[float, ...] = ()  # one scale per adapter; () = 1.0 each
 
     def fingerprint(self) -> dict:
         """The fields a resumed run must share with the interrupted one (output dir excluded)."""
@@ -56,6 +60,9 @@ class EvalRequest:
         d.pop("output")
         d.pop("bootstrap_iters")  # changes only the reported stderr of perplexity, not any answer
         d.pop("batch_size")  # changes padding only (answers equal within float tolerance)
+        for key in ("include_paths", "adapters", "adapter_weights"):
+            if not d[key]:
+                d.pop(key)  # absent when unused, so run folders written before these options still resume
         return d
 
 
@@ -103,8 +110,8 @@ def run_eval(req: EvalRequest, lm) -> dict:
     offline.quiet_index_logs()
     logging.getLogger("lm_eval.api.task").addFilter(_DropCustomKwargsNotice())
     data_dir = offline.resolve_data_dir(req.data_dir)
-    tm = offline.task_manager(data_dir, out)
-    names = offline.check_tasks(list(req.tasks), tm, data_dir)
+    tm = offline.task_manager(data_dir, out, req.include_paths)
+    names = offline.check_tasks(list(req.tasks), tm, data_dir, req.include_paths)
     started = time.time()
     results = lm_eval.simple_evaluate(
         model=lm,

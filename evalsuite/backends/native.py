@@ -1,10 +1,15 @@
 """webllama-native: the source model in torch (float32), as converter.sources.load_source reads it.
 
 Works for every source the converter accepts (HF directory, GGUF, llama2.c); it is the reference the
-converted bundle is scored against. Model args: `pretrained=PATH` (or `model=PATH`), `batch_size`, `seed`.
+converted bundle is scored against. Model args: `pretrained=PATH` (or `model=PATH`), `batch_size`, `seed`,
+`adapters` (one PEFT LoRA folder, or a sequence of them) and `adapter_weights`: the adapters are merged
+into the float32 weights exactly as `webllama convert --adapter` does (converter.customize.merge_adapters,
+same checks), so a bundle converted with adapters is scored against the same fine-tuned model here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,6 +28,13 @@ class _Stop(StoppingCriteria):
         return self.watcher.done(input_ids[0, self.prompt_len :].tolist())
 
 
+def _as_tuple(value) -> tuple:
+    """A model arg given once (a string from `lm_eval --model_args`) or as a sequence (from Python)."""
+    if value is None or value == "":
+        return ()
+    return (value,) if isinstance(value, (str, int, float)) else tuple(value)
+
+
 @register_model("webllama-native")
 class NativeLM(WebllamaLM):
     def __init__(
@@ -32,11 +44,18 @@ class NativeLM(WebllamaLM):
         batch_size: int | str = 8,
         seed: int = 1234,
         max_length: int | None = None,
+        adapters: str | Sequence[str] = (),
+        adapter_weights: float | str | Sequence[float] = (),
         **kwargs,
     ) -> None:
+        from converter.customize import merge_adapters
         from converter.sources import load_source
 
         self.source = load_source(str(pretrained or model))
+        self.adapters = _as_tuple(adapters)
+        self.adapter_weights = tuple(float(w) for w in _as_tuple(adapter_weights))
+        if self.adapters:
+            merge_adapters(self.source, self.adapters, self.adapter_weights)
         self.model = self.source.model.eval()
         length = max_length or resolve_max_length(self.model.config, self.source.tokenizer)
         super().__init__(self.source.tokenizer, length, batch_size=batch_size, seed=seed)
@@ -47,7 +66,10 @@ class NativeLM(WebllamaLM):
         return int(self.model.config.vocab_size)
 
     def describe(self) -> dict:
-        return {"source_kind": self.source.kind, "source_sha256": self.source.sha256, "dtype": "float32"}
+        d = {"source_kind": self.source.kind, "source_sha256": self.source.sha256, "dtype": "float32"}
+        if self.adapters:  # source_sha256 then covers the base and the adapter files (merge_adapters)
+            d |= {"adapters": list(self.adapters), "adapter_weights": list(self.adapter_weights) or None}
+        return d
 
     @torch.no_grad()
     def forward_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -12,8 +12,9 @@ and overrides only the data source:
 
 MMLU subjects also get `num_fewshot: 5` (see MMLU_OVERRIDES). `task_manager(data_dir, work_dir)`
 returns an lm-eval TaskManager over that folder (include_path), or the stock TaskManager (hub
-datasets) when no data dir is given. Task names are the stock names, so results line up with any
-other lm-eval run. The known differences from the hub data are in loaders.py.
+datasets) when no data dir is given; the user's own task folders (`--include-path`) are added to
+either. Task names are the stock names, so results line up with any other lm-eval run. The known
+differences from the hub data are in loaders.py.
 """
 
 from __future__ import annotations
@@ -172,17 +173,33 @@ def write_task_dir(data_dir: Path, out_dir: Path) -> list[str]:
     return names
 
 
-def task_manager(data_dir: Path | None, work_dir: Path):
-    """TaskManager over the offline tasks of data_dir (written to work_dir/tasks), or the stock one."""
+def resolve_include_paths(paths: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """--include-path folders as absolute paths (recorded and resumed on); one-line error for a bad one."""
+    out: list[str] = []
+    for given in paths or ():
+        path = Path(given).expanduser().resolve()
+        if not path.is_dir():
+            raise DataMissing(f"--include-path {given}: no such folder (give a folder of lm-eval task YAML files)")
+        if not any(path.rglob("*.yaml")):
+            raise DataMissing(f"--include-path {given}: no *.yaml task file in {path}")
+        if str(path) not in out:
+            out.append(str(path))
+    return tuple(out)
+
+
+def task_manager(data_dir: Path | None, work_dir: Path, include_paths: tuple[str, ...] = ()):
+    """TaskManager over the offline tasks of data_dir (written to work_dir/tasks), or the stock one;
+    plus the user's task folders (lm-eval's include_path, scanned last so they win on a name clash)."""
     from lm_eval.tasks import TaskManager
 
+    user = [str(p) for p in include_paths]
     if data_dir is None:
-        return TaskManager()
+        return TaskManager(include_path=user or None)
     write_task_dir(data_dir, work_dir / "tasks")
-    return TaskManager(include_path=str(work_dir / "tasks"), include_defaults=False)
+    return TaskManager(include_path=[str(work_dir / "tasks"), *user], include_defaults=False)
 
 
-def check_tasks(names: list[str], tm, data_dir: Path | None) -> list[str]:
+def check_tasks(names: list[str], tm, data_dir: Path | None, include_paths: tuple[str, ...] = ()) -> list[str]:
     """Expand globs/commas and validate task names against the manager; one-line error on a miss."""
     import difflib
 
@@ -195,9 +212,20 @@ def check_tasks(names: list[str], tm, data_dir: Path | None) -> list[str]:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             where = f" in data dir {data_dir}" if data_dir else ""
             offline = ", ".join(sorted(set(TASKS) - {t for t in TASKS if t.startswith("mmlu_")})) + ", mmlu"
-            raise UnknownTask(f"unknown task {name!r}{where}.{hint} Offline tasks: {offline}")
+            user = _user_tasks(tm, include_paths)
+            mine = f" Tasks in --include-path: {', '.join(user) or 'none'}." if include_paths else ""
+            raise UnknownTask(f"unknown task {name!r}{where}.{hint} Offline tasks: {offline}.{mine}")
         out += [m for m in matched if m not in out]
     return out
+
+
+def _user_tasks(tm, include_paths: tuple[str, ...]) -> list[str]:
+    roots = [Path(p) for p in include_paths]
+    found = []
+    for name, entry in tm.task_index.items():
+        if entry.yaml_path and any(Path(entry.yaml_path).resolve().is_relative_to(r) for r in roots):
+            found.append(name)
+    return sorted(found)
 
 
 def quiet_index_logs() -> None:
