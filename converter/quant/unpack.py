@@ -4,7 +4,7 @@ Why: onnxruntime's MatMulNBits has fast kernels only where MLAS has a QNBitGemm 
 ARM NEON). The WebAssembly build has none, so every MatMulNBits call takes `ComputeBUnpacked`: it
 dequantizes the *whole* weight matrix to float32 and then runs SGEMM. A decode step of SmolLM2 then
 writes and re-reads ~425 MB of float32 per token, which is why q4 decodes several times slower than fp32
-on WASM (measured in our engine: 0.60 vs 3.64 tok/s, same page, same load).
+on WASM (measured in our engine on SmolLM2: 2.34 vs 15.4 tok/s; with this graph 15.2).
 
 This rewrite replaces each MatMulNBits(A, B, scales[, zero_points]) by
 
