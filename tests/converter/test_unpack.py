@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from converter.errors import BundleError
 from converter.onnx_io import save_sharded
 from converter.ort_model import OrtModel
 from converter.quant.int4 import QuantSpec, _run_quantizer
@@ -37,8 +38,7 @@ def test_unpacked_matmul_equals_matmulnbits(tmp_path, k, symmetric):
     q = _run_quantizer(model, QuantSpec(block_size=32, symmetric=symmetric), 4, ("MatMul",), [])
     assert [nd.op_type for nd in q.graph.node] == ["MatMulNBits"]
     (tmp_path / "onnx").mkdir()
-    save_sharded(q, tmp_path / "onnx" / "model_q4.onnx")
-    onnx.save(q, str(tmp_path / "onnx" / "model_q4.onnx"))
+    save_sharded(q, tmp_path / "onnx" / "model_q4.onnx")  # writes the graph and its weight shard
     rel = write_wasm_graph(tmp_path, {"model": "onnx/model_q4.onnx", "activation_dtype": "float32"})
     assert rel == "onnx/model_q4_wasm.onnx"
     unpacked = onnx.load(str(tmp_path / rel), load_external_data=False)
@@ -64,5 +64,5 @@ def test_bundle_wasm_graph_matches_q4(s260_bundle):
     assert np.abs(a - c).max() < 1e-3
     assert (a.argmax(-1) == c.argmax(-1)).all()
     assert default.greedy([1, 400, 30], 24) == wasm.greedy([1, 400, 30], 24)
-    with pytest.raises(Exception, match="no WASM graph"):
+    with pytest.raises(BundleError, match="no WASM graph"):
         OrtModel(b, variant="fp32", graph="wasm")
