@@ -34,8 +34,22 @@ def bench(out: Path, name: str, target: Path, runtime: str, args: argparse.Names
     if dest.exists() and not args.force:
         print(f"== {name}: kept {dest}", flush=True)
         return json.loads(dest.read_text())
-    cmd = [*WEBLLAMA, "bench", str(target), "--runtime", runtime, "--threads", str(args.threads), "--runs", str(args.runs),
-           "--load-runs", str(args.load_runs), "--output", str(dest), *extra]
+    cmd = [
+        *WEBLLAMA,
+        "bench",
+        str(target),
+        "--runtime",
+        runtime,
+        "--threads",
+        str(args.threads),
+        "--runs",
+        str(args.runs),
+        "--load-runs",
+        str(args.load_runs),
+        "--output",
+        str(dest),
+        *extra,
+    ]
     print(f"== {name}: {' '.join(cmd[2:])}", flush=True)
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
@@ -63,8 +77,13 @@ def convert_cost(source: Path, work: Path, variant: str, extra: tuple[str, ...] 
             pass
         time.sleep(0.05)
     wall = time.perf_counter() - t0
-    res = {"variant": variant, "wall_s": wall, "peak_rss_bytes": peak, "ok": proc.returncode == 0,
-           "verify": "--no-verify" not in extra}
+    res = {
+        "variant": variant,
+        "wall_s": wall,
+        "peak_rss_bytes": peak,
+        "ok": proc.returncode == 0,
+        "verify": "--no-verify" not in extra,
+    }
     if res["ok"]:
         manifest = json.loads((out_dir / "manifest.json").read_text())
         res["variant_bytes"] = manifest["variants"][variant]["bytes"]
@@ -80,16 +99,31 @@ def ensure_q4_0(source_gguf: Path, out: Path) -> Path:
     return dest if dest.exists() else write_q4_0(source_gguf, dest)
 
 
-def ensure_fused_bundle(source_gguf: Path, work: Path) -> Path:
-    """The same model and quantization as --bundle's q4, written by the fused graph builder (converter/graph)."""
+def ensure_bundle(source_gguf: Path, dest: Path, graph: str, embedding: bool = True, accuracy_level: int | None = None) -> Path:
+    """Convert SOURCE_GGUF to a q4 bundle at DEST unless one is there (no verification: this is benchmark input)."""
     from converter import ConvertOptions, convert
+    from converter.quant.int4 import QuantSpec
     from converter.variants import parse_variants
 
-    dest = work / "smollm2-fused"
     if not (dest / "manifest.json").exists():
-        convert(str(source_gguf), dest, ConvertOptions(variants=parse_variants("q4"), graph="fused", verify=False,
-                                                       force=True, progress=False))
+        convert(
+            str(source_gguf),
+            dest,
+            ConvertOptions(
+                variants=parse_variants("q4"),
+                quant=QuantSpec(embedding=embedding, accuracy_level=accuracy_level),
+                graph=graph,
+                verify=False,
+                force=True,
+                progress=False,
+            ),
+        )
     return dest
+
+
+def ensure_fused_bundle(source_gguf: Path, work: Path) -> Path:
+    """The same model and quantization as --bundle's q4, written by the fused graph builder (converter/graph)."""
+    return ensure_bundle(source_gguf, work / "smollm2-fused", "fused")
 
 
 def graph_stats(bundles: dict[str, Path], variant: str = "q4") -> dict:
@@ -109,26 +143,26 @@ def graph_stats(bundles: dict[str, Path], variant: str = "q4") -> dict:
     return out
 
 
+def ensure_acc4_bundle(source_gguf: Path, work: Path) -> Path:
+    """`webllama convert --accuracy-level 4`: MatMulNBits quantizes activations to int8 on CPU (llama.cpp's Q8_0 trick)."""
+    return ensure_bundle(source_gguf, work / "smollm2-fused-acc4", "fused", accuracy_level=4)
+
+
 def ensure_tjs_bundle(source_gguf: Path, work: Path) -> Path:
     """A q4 bundle whose embedding stays float (Gather): transformers.js's WASM build of onnxruntime-web has no
     GatherBlockQuantized kernel, so our default q4 bundle does not load there (see README)."""
-    from converter import ConvertOptions, convert
-    from converter.quant.int4 import QuantSpec
-    from converter.variants import parse_variants
-
-    dest = work / "smollm2-q4-float-embedding"
-    if not (dest / "manifest.json").exists():
-        convert(str(source_gguf), dest, ConvertOptions(variants=parse_variants("q4"), quant=QuantSpec(embedding=False),
-                                                       graph="optimum",
-                                                       verify=False, force=True, progress=False))
-    return dest
+    return ensure_bundle(source_gguf, work / "smollm2-q4-float-embedding", "optimum", embedding=False)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True, type=Path, help="SmolLM2 bundle with q4 (and fp32 for the fp32 rows)")
-    ap.add_argument("--fused-bundle", default=None, type=Path,
-                    help="the same model converted with --graph fused (default: converted into OUT/work)")
+    ap.add_argument(
+        "--fused-bundle",
+        default=None,
+        type=Path,
+        help="the same model converted with --graph fused (default: converted into OUT/work)",
+    )
     ap.add_argument("--source", default=None, type=Path, help="SmolLM2 GGUF (default: converter.sources.smollm2_gguf())")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
@@ -157,13 +191,18 @@ def main() -> int:
     plan = [
         ("onnx-q4", args.bundle, "onnx", ("--variant", "q4")),
         ("onnx-q4-fused", fused, "onnx", ("--variant", "q4")),
+        ("onnx-q4-fused-acc4", "acc4", "onnx", ("--variant", "q4")),
         ("onnx-fp32", args.bundle, "onnx", ("--variant", "fp32")),
         ("llamacpp-q4_0", q4_0, "llamacpp", ()),
         ("browser-wasm-q4", args.bundle, "browser", ("--variant", "q4", "--device", "wasm")),
         ("browser-wasm-q4-fused", fused, "browser", ("--variant", "q4", "--device", "wasm")),
         # the int4 MatMulNBits graph on WASM (what the engine ran before the dequantize-at-load graph): ~0.6 tok/s
-        ("browser-wasm-q4-matmulnbits", args.bundle, "browser",
-         ("--variant", "q4", "--device", "wasm", "--no-unpack-int4", "--runs", "2", "--decode-tokens", "16")),
+        (
+            "browser-wasm-q4-matmulnbits",
+            args.bundle,
+            "browser",
+            ("--variant", "q4", "--device", "wasm", "--no-unpack-int4", "--runs", "2", "--decode-tokens", "16"),
+        ),
         ("browser-wasm-fp32", args.bundle, "browser", ("--variant", "fp32", "--device", "wasm", "--runs", "3")),
         ("wllama-wasm-q4_0", q4_0, "wllama", ("--device", "wasm")),
         ("transformersjs-wasm-q4-default-bundle", args.bundle, "transformersjs", ("--variant", "q4", "--device", "wasm")),
@@ -179,6 +218,8 @@ def main() -> int:
             continue
         if target is None:
             target = ensure_tjs_bundle(source, work)
+        elif target == "acc4":
+            target = ensure_acc4_bundle(source, work)
         doc = bench(out, name, target, runtime, args, *extra)
         if doc:
             docs[name] = doc
@@ -188,6 +229,9 @@ def main() -> int:
         for variant in ("fp32", "fp16", "q4", "q4f16"):
             print(f"== convert {variant}", flush=True)
             conv.append(convert_cost(source, work, variant, ("--no-verify", "--graph", "fused")))
+        # the default command as users run it: fused graph, parity verification against the source included
+        print("== convert q4 (with verification)", flush=True)
+        conv.append(convert_cost(source, work, "q4", ("--graph", "fused")) | {"variant": "q4 (verified)"})
         print("== convert q4 (optimum graph)", flush=True)
         conv.append(convert_cost(source, work, "q4", ("--no-verify", "--graph", "optimum")) | {"variant": "q4 (optimum graph)"})
         (out / "conversion.json").write_text(json.dumps(conv, indent=2))
@@ -197,15 +241,33 @@ def main() -> int:
 
 def write_table(out: Path, docs: dict, bw: dict, conv: list, graphs: dict, args: argparse.Namespace) -> None:
     m = machine_info()
-    text = "\n".join([
-        f"Machine: {m['cpu']}, {m['logical_cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB; load average at the end "
-        f"{os.getloadavg()[0]:.2f}; {args.threads} threads; {args.runs} timed runs after 1 warm-up (median ±half-range).",
-        f"Memory read bandwidth: {bw['read_bytes_per_s'] / 1e9:.2f} GB/s with {args.threads} threads "
-        f"({bw['read_bytes_per_s_1t'] / 1e9:.2f} GB/s with 1).", "",
-        results_table(docs, bw), "", *ratio_lines(docs), "", *target_lines(docs), "", *graph_lines(graphs), "",
-        *(["Conversion (`webllama convert GGUF OUT --variant V --no-verify`, fused graph unless noted):", "",
-           *conversion_lines(conv)] if conv else []),
-    ])
+    text = "\n".join(
+        [
+            f"Machine: {m['cpu']}, {m['logical_cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB; load average at the end "
+            f"{os.getloadavg()[0]:.2f}; {args.threads} threads; {args.runs} timed runs after 1 warm-up (median ±half-range).",
+            f"Memory read bandwidth: {bw['read_bytes_per_s'] / 1e9:.2f} GB/s with {args.threads} threads "
+            f"({bw['read_bytes_per_s_1t'] / 1e9:.2f} GB/s with 1).",
+            "",
+            results_table(docs, bw),
+            "",
+            *ratio_lines(docs),
+            "",
+            *target_lines(docs),
+            "",
+            *graph_lines(graphs),
+            "",
+            *(
+                [
+                    "Conversion (`webllama convert GGUF OUT --variant V --no-verify`, fused graph, unless noted; "
+                    "'verified' = the default command, the parity check against the source included):",
+                    "",
+                    *conversion_lines(conv),
+                ]
+                if conv
+                else []
+            ),
+        ]
+    )
     (out / "table.md").write_text(text + "\n")
     print(text)
 

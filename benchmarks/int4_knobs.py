@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A/B of MatMulNBits knobs on onnxruntime CPU for a bundle's q4 variant: accuracy_level (0 = kernel default,
 fp32 compute; 4 = int8 activations, the fast integer kernels) set on a copy of the graph (weights shared by
-symlink). Runs are interleaved A, B, A, B ... so a busy machine slows both alike.
+hard link). Runs are interleaved A, B, A, B ... so a busy machine slows both alike.
 
     .venv/bin/python benchmarks/int4_knobs.py /tmp/wl/smollm2 --levels 0,4 --threads 2 --rounds 5
 """
@@ -9,6 +9,8 @@ symlink). Runs are interleaved A, B, A, B ... so a busy machine slows both alike
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import statistics
 import sys
@@ -21,7 +23,7 @@ sys.path.insert(0, str(REPO))
 def variant_copy(bundle: Path, variant: str, level: int, work: Path) -> Path:
     import onnx
 
-    from converter.manifest import open_bundle
+    from converter.manifest import open_bundle, sha256_of
 
     b = open_bundle(bundle)
     spec = b.variant(variant)
@@ -34,7 +36,12 @@ def variant_copy(bundle: Path, variant: str, level: int, work: Path) -> Path:
         if p.is_dir():
             (dest / rel).mkdir(exist_ok=True)
         elif str(rel) != spec["model"]:
-            (dest / rel).symlink_to(p)
+            # hard links (copies across file systems): onnxruntime refuses external data that a symlink
+            # resolves to outside the model's folder
+            try:
+                os.link(p, dest / rel)
+            except OSError:
+                shutil.copy2(p, dest / rel)
     model = onnx.load(str(bundle / spec["model"]), load_external_data=False)
     for node in model.graph.node:
         if node.op_type == "MatMulNBits":
@@ -42,6 +49,13 @@ def variant_copy(bundle: Path, variant: str, level: int, work: Path) -> Path:
                 node.attribute.remove(a)
             node.attribute.append(onnx.helper.make_attribute("accuracy_level", level))
     onnx.save(model, str(dest / spec["model"]))
+    # the bundle's manifest records every file's size and sha256 (open_bundle checks them): re-record the new graph
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for f in manifest["files"]:
+        if f["path"] == spec["model"]:
+            f["size"], f["sha256"] = (dest / f["path"]).stat().st_size, sha256_of(dest / f["path"])
+    (dest / "manifest.json").unlink()
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return dest
 
 
@@ -74,8 +88,10 @@ def main() -> int:
             res[lv]["decode"].append(32 / r.decode(ids, 32))
     for lv, d in res.items():
         p, q = d["prefill"], d["decode"]
-        print(f"accuracy_level={lv}: prefill-128 {statistics.median(p):.1f} tok/s [{min(p):.1f}..{max(p):.1f}], "
-              f"decode {statistics.median(q):.1f} tok/s [{min(q):.1f}..{max(q):.1f}]")
+        print(
+            f"accuracy_level={lv}: prefill-128 {statistics.median(p):.1f} tok/s [{min(p):.1f}..{max(p):.1f}], "
+            f"decode {statistics.median(q):.1f} tok/s [{min(q):.1f}..{max(q):.1f}]"
+        )
     return 0
 
 

@@ -117,8 +117,14 @@ def eos_ids(source: LoadedSource) -> list[int]:
     return sorted({int(i) for i in ids if i is not None})
 
 
-def build_manifest(source: LoadedSource, root: Path, variants: dict[str, dict], quant: QuantSpec,
-                   verify: dict | None, customization: Customization | None = None) -> dict:
+def build_manifest(
+    source: LoadedSource,
+    root: Path,
+    variants: dict[str, dict],
+    quant: QuantSpec,
+    verify: dict | None,
+    customization: Customization | None = None,
+) -> dict:
     c = source.model.config
     n_params = sum(p.numel() for p in source.model.parameters())
     files = list_files(root)
@@ -129,30 +135,44 @@ def build_manifest(source: LoadedSource, root: Path, variants: dict[str, dict], 
         v["quantization"] = quant.to_json() if name in ("q4", "q4f16") else None
         v["verify"] = verify["variants"][name] if verify and name in verify["variants"] else None
         if v["verify"]:
-            v["verify"] = {k: v["verify"][k] for k in ("max_abs_logit_diff", "mean_kl", "top1_agreement",
-                                                       "greedy_match", "first_divergence", "passed")}
+            v["verify"] = {
+                k: v["verify"][k]
+                for k in ("max_abs_logit_diff", "mean_kl", "top1_agreement", "greedy_match", "first_divergence", "passed")
+            }
     tok = source.tokenizer
     return {
         "schema_version": SCHEMA_VERSION,
         "format": FORMAT,
         "created_by": f"webllama {VERSION}",
         "name": source.name,
-        "source": {"kind": source.kind, "path": source.path, "sha256": source.sha256, "revision": source.revision,
-                   "customization": customization.to_json() if customization and not customization.empty else None},
+        "source": {
+            "kind": source.kind,
+            "path": source.path,
+            "sha256": source.sha256,
+            "revision": source.revision,
+            "customization": customization.to_json() if customization and not customization.empty else None,
+        },
         "architecture": "llama",
         "config": {
-            "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
-            "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
+            "vocab_size": c.vocab_size,
+            "hidden_size": c.hidden_size,
+            "intermediate_size": c.intermediate_size,
+            "num_hidden_layers": c.num_hidden_layers,
+            "num_attention_heads": c.num_attention_heads,
             "num_key_value_heads": c.num_key_value_heads,
             "head_dim": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-            "rope_theta": c.rope_theta, "rope_scaling": c.rope_scaling,
-            "tie_word_embeddings": c.tie_word_embeddings, "rms_norm_eps": c.rms_norm_eps,
+            "rope_theta": c.rope_theta,
+            "rope_scaling": c.rope_scaling,
+            "tie_word_embeddings": c.tie_word_embeddings,
+            "rms_norm_eps": c.rms_norm_eps,
         },
         "context_length": c.max_position_embeddings,
         "num_parameters": n_params,
         "tokenizer": {
-            "file": "tokenizer.json", "config_file": "tokenizer_config.json",
-            "bos_token_id": tok.bos_token_id, "eos_token_ids": eos_ids(source),
+            "file": "tokenizer.json",
+            "config_file": "tokenizer_config.json",
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_ids": eos_ids(source),
             "add_bos_token": bool(getattr(tok, "add_bos_token", False)),
             "has_chat_template": bool(source.chat_template),
         },
@@ -164,5 +184,3 @@ def build_manifest(source: LoadedSource, root: Path, variants: dict[str, dict], 
 
 def write_manifest(root: Path, manifest: dict) -> None:
     write_json_atomic(root / MANIFEST, manifest)
-
-

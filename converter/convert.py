@@ -59,8 +59,7 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
     out = Path(out_dir)
     steps = ["load source", "export fp32 graph", *[f"write {v.name}" for v in opts.variants], "tokenizer + config"]
     steps += ["verify"] if opts.verify else []
-    with staging_dir(out, opts.force) as tmp, tqdm(total=len(steps), desc="convert", unit="step",
-                                                    disable=not opts.progress) as bar:
+    with staging_dir(out, opts.force) as tmp, tqdm(total=len(steps), desc="convert", unit="step", disable=not opts.progress) as bar:
         bar.set_postfix_str(steps[0])
         src = source if isinstance(source, LoadedSource) else load_source(source, revision=opts.revision)
         src = customize.apply(src, opts.customization)

@@ -42,8 +42,14 @@ class Customization:
     def from_json(cls, d: dict | None) -> Customization:
         if not d:
             return cls()
-        return cls(tuple(d.get("adapters", ())), tuple(d.get("adapter_weights", ())), d.get("chat_template"),
-                   d.get("context_length"), d.get("rope_scaling"), d.get("extra", {}))
+        return cls(
+            tuple(d.get("adapters", ())),
+            tuple(d.get("adapter_weights", ())),
+            d.get("chat_template"),
+            d.get("context_length"),
+            d.get("rope_scaling"),
+            d.get("extra", {}),
+        )
 
 
 def apply(source: LoadedSource, c: Customization) -> LoadedSource:
@@ -93,14 +99,17 @@ def _check_shapes(path: Path, source: LoadedSource) -> None:
             name = key.split(".lora_")[0].removeprefix("base_model.model.")
             module = modules.get(name)
             if module is None or not hasattr(module, "in_features"):
-                raise AdapterMismatch(f"{path}: {name} is not a linear layer of {source.name}; "
-                                      "the adapter was trained for another base model")
+                raise AdapterMismatch(
+                    f"{path}: {name} is not a linear layer of {source.name}; the adapter was trained for another base model"
+                )
             shape = tuple(f.get_slice(key).get_shape())
             want = module.in_features if ".lora_A." in key else module.out_features
             got = shape[1] if ".lora_A." in key else shape[0]
             if got != want:
-                raise AdapterMismatch(f"{path}: cannot apply to {source.name}: tensor shapes differ from the base model's "
-                                      f"({key} has {got} features, {name} has {want}); another base model?")
+                raise AdapterMismatch(
+                    f"{path}: cannot apply to {source.name}: tensor shapes differ from the base model's "
+                    f"({key} has {got} features, {name} has {want}); another base model?"
+                )
 
 
 def merge_adapters(source: LoadedSource, paths: tuple[str, ...], weights: tuple[float, ...]) -> None:

@@ -32,8 +32,14 @@ def export_fp32(source: LoadedSource, workdir: Path) -> onnx.ModelProto:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             onnx_export_from_model(
-                source.model, out, opset=OPSET, task="text-generation-with-past", do_validation=False,
-                device="cpu", no_post_process=True, preprocessors=None,
+                source.model,
+                out,
+                opset=OPSET,
+                task="text-generation-with-past",
+                do_validation=False,
+                device="cpu",
+                no_post_process=True,
+                preprocessors=None,
             )
     except Exception as e:
         raise ConvertError(f"optimum export of {source.name} failed ({type(e).__name__}: {e})") from e

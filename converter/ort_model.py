@@ -41,8 +41,10 @@ class OrtModel:
         model = self.spec["model"]
         if graph == "wasm":
             if not self.spec.get("wasm_model"):
-                raise BundleError(f"{self.bundle.root}: variant {self.variant} has no WASM graph (only float32 int4 "
-                                  "variants get one); convert the bundle again with this version")
+                raise BundleError(
+                    f"{self.bundle.root}: variant {self.variant} has no WASM graph (only float32 int4 "
+                    "variants get one); convert the bundle again with this version"
+                )
             model = self.spec["wasm_model"]
             opts.add_session_config_entry("session.disable_quant_qdq", "1")  # fold its DequantizeLinear at load
         elif graph != "default":

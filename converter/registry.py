@@ -40,9 +40,7 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, self._items, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise KeyError(
-                f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._items))}"
-            ) from None
+            raise KeyError(f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(self._items))}") from None
 
     def freeze(self) -> None:
         self._frozen = True

@@ -122,10 +122,19 @@ def verify_variant(source: LoadedSource, model: OrtModel, exact: bool) -> Varian
     match = diverge is None
     passed = (match and top1 == 1.0) if exact else True
     return VariantReport(
-        variant=model.variant, tokens_scored=len(ids), max_abs_logit_diff=max_diff, mean_kl=kl,
-        top1_agreement=top1, greedy_tokens=n, greedy_match=match, first_divergence=diverge,
-        torch_greedy_text=source.tokenizer.decode(want), bundle_greedy_text=source.tokenizer.decode(have),
-        exact_required=exact, passed=passed, seconds=round(time.time() - t0, 2),
+        variant=model.variant,
+        tokens_scored=len(ids),
+        max_abs_logit_diff=max_diff,
+        mean_kl=kl,
+        top1_agreement=top1,
+        greedy_tokens=n,
+        greedy_match=match,
+        first_divergence=diverge,
+        torch_greedy_text=source.tokenizer.decode(want),
+        bundle_greedy_text=source.tokenizer.decode(have),
+        exact_required=exact,
+        passed=passed,
+        seconds=round(time.time() - t0, 2),
     )
 
 
@@ -148,8 +157,11 @@ def verify_bundle(source: LoadedSource, bundle, variants: list[str] | None = Non
 
 
 def raise_if_failed(doc: dict, where: str) -> None:
-    bad = [f"{k} (top-1 {r['top1_agreement']:.4f}, first divergent greedy token {r['first_divergence']})"
-           for k, r in doc["variants"].items() if not r["passed"]]
+    bad = [
+        f"{k} (top-1 {r['top1_agreement']:.4f}, first divergent greedy token {r['first_divergence']})"
+        for k, r in doc["variants"].items()
+        if not r["passed"]
+    ]
     if bad:
         raise VerifyFailed(f"{where}: {', '.join(bad)} is not token-exact with the source model; see verify.json")
 
@@ -159,6 +171,7 @@ def format_table(doc: dict) -> str:
     for name, r in doc["variants"].items():
         greedy = "identical" if r["greedy_match"] else f"diverges@{r['first_divergence']}"
         status = "ok" if r["passed"] else "FAILED"
-        rows.append(f"{name:<8} {r['max_abs_logit_diff']:>11.5f} {r['mean_kl']:>10.6f} {r['top1_agreement']:>8.4f}"
-                    f"   {greedy:<12} {status}")
+        rows.append(
+            f"{name:<8} {r['max_abs_logit_diff']:>11.5f} {r['mean_kl']:>10.6f} {r['top1_agreement']:>8.4f}   {greedy:<12} {status}"
+        )
     return "\n".join(rows)

@@ -28,10 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-lengths", default="16,128,512", help="prefill prompt lengths (capped at the context)")
     p.add_argument("--decode-tokens", type=int, default=128, help="decoded tokens per decode run (default 128)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable for the browser runtimes")
-    p.add_argument("--decode-prompt", type=int, default=128,
-                   help="prompt length before the decode run and for TTFT (default 128; shorter for slow devices)")
-    p.add_argument("--no-unpack-int4", dest="unpack_int4", action="store_false",
-                   help="browser WASM: run the int4 MatMulNBits graph, not the dequantize-at-load one (for comparison)")
+    p.add_argument(
+        "--decode-prompt",
+        type=int,
+        default=128,
+        help="prompt length before the decode run and for TTFT (default 128; shorter for slow devices)",
+    )
+    p.add_argument(
+        "--no-unpack-int4",
+        dest="unpack_int4",
+        action="store_false",
+        help="browser WASM: run the int4 MatMulNBits graph, not the dequantize-at-load one (for comparison)",
+    )
     p.add_argument("--output", required=True, help="result JSON file to write")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_bench)

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="sequences per forward call (native/onnx, default 8) or items per page call (browser, 64)",
     )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads: torch (native), onnxruntime (onnx), WASM (browser)")
     p.add_argument(
         "--gen-kwargs", default=None, help="generation overrides for generate_until tasks, e.g. max_gen_toks=64 (lm-eval syntax)"
     )
@@ -97,6 +98,7 @@ def _request(args: argparse.Namespace):
         num_fewshot=args.num_fewshot,
         data_dir=_data_dir(args.data_dir),
         batch_size=args.batch_size,
+        threads=args.threads,
         seed=args.seed,
         gen_kwargs=_gen_kwargs(args.gen_kwargs),
         bootstrap_iters=args.bootstrap_iters,
@@ -155,6 +157,8 @@ def build_lm(req):
     kwargs = {"pretrained": req.model, "seed": req.seed}
     if req.batch_size:
         kwargs["batch_size"] = req.batch_size
+    if req.threads:
+        kwargs["threads"] = req.threads
     if req.backend == "onnx":
         kwargs |= {"variant": req.variant, "provider": req.provider}
     elif req.backend == "browser":

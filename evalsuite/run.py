@@ -47,6 +47,7 @@ class EvalRequest:
     num_fewshot: int | None = None
     data_dir: str | None = None
     batch_size: int | None = None  # None: the backend's default
+    threads: int | None = None  # None: the backend's default (torch's / onnxruntime's / the page's)
     seed: int = 1234
     gen_kwargs: dict | None = None  # overrides merged into every generate_until task's generation_kwargs
     bootstrap_iters: int = 100000  # lm-eval's stderr bootstrap (perplexity); 0 = none
@@ -60,10 +61,36 @@ class EvalRequest:
         d.pop("output")
         d.pop("bootstrap_iters")  # changes only the reported stderr of perplexity, not any answer
         d.pop("batch_size")  # changes padding only (answers equal within float tolerance)
+        d.pop("threads")  # changes the order of float sums only
         for key in ("include_paths", "adapters", "adapter_weights"):
             if not d[key]:
                 d.pop(key)  # absent when unused, so run folders written before these options still resume
+        # Paths alone would let a retrained adapter or an edited task YAML in the same folder reuse the
+        # cached answers of the old one: the contents are part of the request too.
+        if self.adapters:
+            d["adapters_sha256"] = [folder_digest(a) for a in self.adapters]
+        if self.include_paths:
+            d["include_paths_sha256"] = [folder_digest(p) for p in self.include_paths]
         return d
+
+
+_WHOLE_FILE_LIMIT = 64 << 20  # bigger files (a data dump beside a task YAML) are fingerprinted by size + mtime
+
+
+def folder_digest(path: str | Path) -> str:
+    """sha256 over the relative names and contents of the files under PATH (or of PATH itself, a file)."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root) if f != root else f.name).encode() + b"\0")
+        st = f.stat()
+        if st.st_size > _WHOLE_FILE_LIMIT:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        else:
+            h.update(f.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def versions() -> dict[str, str | None]:

@@ -64,18 +64,22 @@ def smollm2_bundle(tmp_path_factory, smollm2_gguf_path) -> Path:
         try:
             b = open_bundle(out)
             q4 = b.manifest["variants"].get("q4", {})
-            if {"fp32", "q4"} <= set(b.variants) and b.manifest["source"]["sha256"] and q4.get("graph") == "optimum" \
-                    and q4.get("wasm_model"):
+            if (
+                {"fp32", "q4"} <= set(b.variants)
+                and b.manifest["source"]["sha256"]
+                and q4.get("graph") == "optimum"
+                and q4.get("wasm_model")
+            ):
                 return out
         except Exception:
             pass
-    convert(str(smollm2_gguf_path), out, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, force=True,
-                                                        graph="optimum"))
+    convert(
+        str(smollm2_gguf_path), out, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, force=True, graph="optimum")
+    )
     return out
 
 
-def make_tiny_llama(folder: Path, stories_dir: Path, *, tie: bool = False, rope_scaling: dict | None = None,
-                    seed: int = 0) -> Path:
+def make_tiny_llama(folder: Path, stories_dir: Path, *, tie: bool = False, rope_scaling: dict | None = None, seed: int = 0) -> Path:
     """A random Llama with GQA (4 heads, 2 kv heads), untied head and llama3 RoPE scaling by default,
     saved as a Hugging Face directory with the stories260K tokenizer (vocab 512)."""
     import torch
@@ -85,12 +89,26 @@ def make_tiny_llama(folder: Path, stories_dir: Path, *, tie: bool = False, rope_
 
     torch.manual_seed(seed)
     if rope_scaling is None:
-        rope_scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                        "original_max_position_embeddings": 64}
+        rope_scaling = {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        }
     cfg = LlamaConfig(
-        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, rope_theta=50000.0, rope_scaling=rope_scaling or None,
-        tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2,
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_theta=50000.0,
+        rope_scaling=rope_scaling or None,
+        tie_word_embeddings=tie,
+        bos_token_id=1,
+        eos_token_id=2,
     )
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # larger than init so the logits are peaked and greedy is meaningful

@@ -25,13 +25,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve the chat page (/), the eval page (/eval.html), the engine and the given "
         "bundles (/bundles/NAME/, listed at /api/models) with COOP/COEP headers.",
     )
-    p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE_OR_DIR",
-                   help="a bundle folder (holds manifest.json) or a folder of bundle folders")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument(
+        "bundles",
+        nargs="+",
+        type=Path,
+        metavar="BUNDLE_OR_DIR",
+        help="a bundle folder (holds manifest.json) or a folder of bundle folders",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--leaderboard", type=Path, default=None, metavar="DIR",
-                   help="leaderboard folder (`webllama leaderboard --out DIR`), shown at /leaderboard/")
+    p.add_argument(
+        "--leaderboard",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="leaderboard folder (`webllama leaderboard --out DIR`), shown at /leaderboard/",
+    )
     p.set_defaults(handler=run_serve)
     _register_site(subparsers)
 
@@ -44,11 +53,21 @@ def _register_site(subparsers: argparse._SubParsersAction) -> None:
         "tokenizers / jinja files it loads, copies of the bundles, api/models, and the leaderboard. "
         "Without COOP/COEP headers from the host the page runs WASM on one thread.",
     )
-    p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE_OR_DIR",
-                   help="a bundle folder (holds manifest.json) or a folder of bundle folders")
+    p.add_argument(
+        "bundles",
+        nargs="+",
+        type=Path,
+        metavar="BUNDLE_OR_DIR",
+        help="a bundle folder (holds manifest.json) or a folder of bundle folders",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write (must not exist)")
-    p.add_argument("--leaderboard", type=Path, default=None, metavar="DIR",
-                   help="leaderboard folder (`webllama leaderboard --out DIR`), copied to DIR/leaderboard/")
+    p.add_argument(
+        "--leaderboard",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="leaderboard folder (`webllama leaderboard --out DIR`), copied to DIR/leaderboard/",
+    )
     p.add_argument("--force", action="store_true", help="replace --out if it is a site written before")
     p.set_defaults(handler=run_site)
 
@@ -56,11 +75,12 @@ def _register_site(subparsers: argparse._SubParsersAction) -> None:
 def run_site(args: argparse.Namespace) -> int:
     from web.static_site import SiteOptions, write_site
 
-    s = write_site(SiteOptions(bundle_paths=tuple(args.bundles), out=args.out,
-                               leaderboard_dir=args.leaderboard, force=args.force))
+    s = write_site(SiteOptions(bundle_paths=tuple(args.bundles), out=args.out, leaderboard_dir=args.leaderboard, force=args.force))
     board = f"leaderboard from {s.leaderboard}" if s.leaderboard else "no leaderboard"
-    sys.stdout.write(f"webllama: site with {', '.join(s.bundles)} ({board}, {s.bytes / 1e6:.1f} MB) in {s.out}\n"
-                     f"  try it: python -m http.server -d {s.out} 8000, then open http://127.0.0.1:8000/\n")
+    sys.stdout.write(
+        f"webllama: site with {', '.join(s.bundles)} ({board}, {s.bytes / 1e6:.1f} MB) in {s.out}\n"
+        f"  try it: python -m http.server -d {s.out} 8000, then open http://127.0.0.1:8000/\n"
+    )
     return 0
 
 

@@ -100,8 +100,7 @@ def _read_manifest(folder: Path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise ServeError(f"{folder}/manifest.json: cannot read it ({e}); convert the model again") from e
     if manifest.get("format") != "webllama-bundle":
-        raise ServeError(f"{folder}/manifest.json: format is {manifest.get('format')!r}, "
-                         "expected 'webllama-bundle'")
+        raise ServeError(f"{folder}/manifest.json: format is {manifest.get('format')!r}, expected 'webllama-bundle'")
     return manifest
 
 
@@ -112,8 +111,9 @@ def _bundle_folders(path: Path) -> list[Path]:
         found = sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
         if found:
             return found
-    raise ServeError(f"{path}: not a bundle (no manifest.json) nor a folder of bundles; "
-                     "create one with `webllama convert SOURCE OUT_DIR`")
+    raise ServeError(
+        f"{path}: not a bundle (no manifest.json) nor a folder of bundles; create one with `webllama convert SOURCE OUT_DIR`"
+    )
 
 
 def discover_bundles(paths: tuple[Path, ...]) -> dict[str, BundleEntry]:
@@ -164,8 +164,9 @@ def _send(base: Path, rel: str, *, max_age: int, etag: str | bool = True) -> Res
     if joined is None or not Path(joined).is_file():
         abort(404)
     path = Path(joined)
-    resp = send_file(path, mimetype=_mime_for(path.name) or "application/octet-stream",
-                     conditional=True, etag=etag, max_age=max_age or None)
+    resp = send_file(
+        path, mimetype=_mime_for(path.name) or "application/octet-stream", conditional=True, etag=etag, max_age=max_age or None
+    )
     resp.headers["Accept-Ranges"] = "bytes"
     resp.headers["Cache-Control"] = f"public, max-age={max_age}" if max_age else "no-cache"
     return resp
@@ -212,10 +213,11 @@ NO_LEADERBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>webl
 
 
 def no_leaderboard_page(folder: Path | None) -> str:
-    why = ("No leaderboard folder was given: start the server with `--leaderboard DIR`."
-           if folder is None else
-           f"{html.escape(str(folder))} holds no leaderboard yet; write one with "
-           "`webllama leaderboard RUNS... --out DIR`.")
+    why = (
+        "No leaderboard folder was given: start the server with `--leaderboard DIR`."
+        if folder is None
+        else f"{html.escape(str(folder))} holds no leaderboard yet; write one with `webllama leaderboard RUNS... --out DIR`."
+    )
     return NO_LEADERBOARD.format(why=why)
 
 
@@ -284,8 +286,7 @@ def _add_bundle_routes(app: Flask, cfg: ServeConfig, bundles: dict[str, BundleEn
             abort(404)
         sha = entry.sha256.get(rel)
         # A strong ETag that is the file's content hash when the manifest lists it.
-        return _send(entry.path, rel, max_age=0 if rel == "manifest.json" else cfg.bundle_max_age,
-                     etag=sha if sha else True)
+        return _send(entry.path, rel, max_age=0 if rel == "manifest.json" else cfg.bundle_max_age, etag=sha if sha else True)
 
 
 def _add_leaderboard_route(app: Flask, cfg: ServeConfig) -> None:

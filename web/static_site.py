@@ -41,10 +41,18 @@ PAGES = ("index.html", "eval.html")
 # npm dist folder -> the files worker.js imports and onnxruntime-web fetches (wasmPaths = vendor/ort/):
 # ort.wasm.min.mjs (WASM) loads ort-wasm-simd-threaded.{mjs,wasm}; ort.webgpu.min.mjs the asyncify pair.
 VENDOR_FILES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "ort": ("onnxruntime-web/dist", "onnxruntime-web", (
-        "ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
-        "ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm",
-    )),
+    "ort": (
+        "onnxruntime-web/dist",
+        "onnxruntime-web",
+        (
+            "ort.wasm.min.mjs",
+            "ort-wasm-simd-threaded.mjs",
+            "ort-wasm-simd-threaded.wasm",
+            "ort.webgpu.min.mjs",
+            "ort-wasm-simd-threaded.asyncify.mjs",
+            "ort-wasm-simd-threaded.asyncify.wasm",
+        ),
+    ),
     "tokenizers": ("@huggingface/tokenizers/dist", "@huggingface/tokenizers", ("tokenizers.min.mjs",)),
     "jinja": ("@huggingface/jinja/dist", "@huggingface/jinja", ("index.js",)),
 }
@@ -81,11 +89,9 @@ def write_site(opts: SiteOptions) -> SiteSummary:
     for pkg, (dist, _, files) in VENDOR_FILES.items():
         missing = [f for f in files if not (opts.node_modules / dist / f).is_file()]
         if missing:
-            raise SiteError(f"{opts.node_modules / dist} lacks {', '.join(missing)} (vendor/{pkg}); "
-                            f"run `cd {WEB_DIR} && npm ci`")
+            raise SiteError(f"{opts.node_modules / dist} lacks {', '.join(missing)} (vendor/{pkg}); run `cd {WEB_DIR} && npm ci`")
     if opts.leaderboard_dir is not None and not Path(opts.leaderboard_dir).is_dir():
-        raise SiteError(f"--leaderboard {opts.leaderboard_dir}: not a folder; "
-                        "write one with `webllama leaderboard RUNS... --out DIR`")
+        raise SiteError(f"--leaderboard {opts.leaderboard_dir}: not a folder; write one with `webllama leaderboard RUNS... --out DIR`")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -106,8 +112,10 @@ def _check_out(out: Path, force: bool) -> None:
     is_site = (out / "site.json").is_file() and _site_format(out / "site.json") == SITE_FORMAT
     if out.is_dir() and (is_site or not any(out.iterdir())):
         return
-    raise SiteError(f"{out} exists and is not a site written by `webllama site` (no site.json); "
-                    "refusing to replace it even with --force: remove it yourself or pick another --out")
+    raise SiteError(
+        f"{out} exists and is not a site written by `webllama site` (no site.json); "
+        "refusing to replace it even with --force: remove it yourself or pick another --out"
+    )
 
 
 def _site_format(path: Path) -> str | None:
@@ -138,8 +146,12 @@ def _write_tree(root: Path, opts: SiteOptions, bundles: dict[str, BundleEntry]) 
     models = {"object": "list", "data": [model_summary(e, bundles_url="bundles/") for e in bundles.values()]}
     (root / "api" / "models").write_text(json.dumps(models, indent=2) + "\n", encoding="utf-8")
     board = _copy_leaderboard(root / "leaderboard", opts.leaderboard_dir)
-    site = {"format": SITE_FORMAT, "bundles": {s: e.manifest.get("name", s) for s, e in bundles.items()},
-            "has_leaderboard": board is not None, "vendor": versions}
+    site = {
+        "format": SITE_FORMAT,
+        "bundles": {s: e.manifest.get("name", s) for s, e in bundles.items()},
+        "has_leaderboard": board is not None,
+        "vendor": versions,
+    }
     (root / "site.json").write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
     return board
 
@@ -163,8 +175,7 @@ def _copy_bundle(entry: BundleEntry, dest: Path) -> None:
         src = entry.path / f["path"]
         if not src.is_file() or src.stat().st_size != f.get("size"):
             found = f"{src.stat().st_size} bytes" if src.is_file() else "missing"
-            raise SiteError(f"{src}: manifest.json lists {f.get('size')} bytes, found {found}; "
-                            "convert the model again")
+            raise SiteError(f"{src}: manifest.json lists {f.get('size')} bytes, found {found}; convert the model again")
         (dest / f["path"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / f["path"])
 

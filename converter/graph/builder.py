@@ -86,8 +86,7 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain or None, **attrs))
         return outputs
 
-    def op(self, op: str, inputs: list[str], name: str, domain: str = "", *, output: str | None = None,
-           **attrs) -> str:
+    def op(self, op: str, inputs: list[str], name: str, domain: str = "", *, output: str | None = None, **attrs) -> str:
         """A single-output node whose output is `output` or else `name/output_0`."""
         return self.node(op, inputs, [output or f"{name}/output_0"], name, domain, **attrs)[0]
 

@@ -35,10 +35,15 @@ from converter.variants import Variant
 
 def precision_for(variant: Variant, quant: QuantSpec) -> Precision:
     return Precision(
-        dtype=np.float16 if variant.activation_dtype == "float16" else np.float32, int4=variant.int4,
-        block_size=quant.block_size, symmetric=quant.symmetric, accuracy_level=quant.accuracy_level,
-        lm_head_bits=quant.lm_head_bits, lm_head_block_size=quant.lm_head_block_size,
-        lm_head_symmetric=quant.lm_head_symmetric, embedding_int4=quant.embedding,
+        dtype=np.float16 if variant.activation_dtype == "float16" else np.float32,
+        int4=variant.int4,
+        block_size=quant.block_size,
+        symmetric=quant.symmetric,
+        accuracy_level=quant.accuracy_level,
+        lm_head_bits=quant.lm_head_bits,
+        lm_head_block_size=quant.lm_head_block_size,
+        lm_head_symmetric=quant.lm_head_symmetric,
+        embedding_int4=quant.embedding,
     )
 
 
@@ -54,8 +59,7 @@ def declare_io(g: GraphBuilder, cfg: FusedConfig, p: Precision) -> None:
     g.output("logits", kv, ["batch_size", "sequence_length", cfg.vocab_size])
     for i in range(cfg.n_layers):
         for kind in ("key", "value"):
-            g.output(f"present.{i}.{kind}", kv,
-                     ["batch_size", cfg.n_kv_heads, "past_sequence_length + sequence_length", cfg.head_dim])
+            g.output(f"present.{i}.{kind}", kv, ["batch_size", cfg.n_kv_heads, "past_sequence_length + sequence_length", cfg.head_dim])
 
 
 def fetch_linear(reader: TensorReader, hf_name: str, p: Precision, rope_heads: int | None = None) -> np.ndarray | NBits:
@@ -85,27 +89,27 @@ def fetch_qkv(reader: TensorReader, names: dict[str, str], p: Precision, cfg: Fu
     return np.concatenate(parts, axis=0)  # (q_out + 2 * kv_out, dim)
 
 
-def emit_layer(g: GraphBuilder, reader: TensorReader, cfg: FusedConfig, p: Precision, i: int, a: AttnInputs,
-               x: str, residual: str | None) -> tuple[str, str]:
+def emit_layer(
+    g: GraphBuilder, reader: TensorReader, cfg: FusedConfig, p: Precision, i: int, a: AttnInputs, x: str, residual: str | None
+) -> tuple[str, str]:
     """One decoder layer; x is the previous layer's MLP output (or the embeddings for layer 0)."""
     name = f"/model/layers.{i}"
     names = reader.layer_names(i)
     if residual is None:
         residual, normed = x, ops.rms_norm(g, x, reader.get(names["attn_norm"]), cfg.rms_eps, p, f"{name}/input_layernorm")
     else:
-        normed, residual = ops.skip_rms_norm(g, x, residual, reader.get(names["attn_norm"]), cfg.rms_eps, p,
-                                             f"{name}/input_layernorm")
+        normed, residual = ops.skip_rms_norm(g, x, residual, reader.get(names["attn_norm"]), cfg.rms_eps, p, f"{name}/input_layernorm")
     w = fetch_qkv(reader, names, p, cfg)
     if isinstance(w, list):  # rotary outside GQA: separate projections
         qkv = tuple(ops.linear(g, normed, t, p, f"{name}/attn/{k}_proj") for t, k in zip(w, "qkv", strict=True))
     else:
         qkv = ops.linear(g, normed, w, p, f"{name}/attn/qkv_proj")
     past = (f"past_key_values.{i}.key", f"past_key_values.{i}.value")
-    attn = ops.gqa_attention(g, qkv, past, (f"present.{i}.key", f"present.{i}.value"), a, cfg.n_heads,
-                             cfg.n_kv_heads, f"{name}/attn")
+    attn = ops.gqa_attention(g, qkv, past, (f"present.{i}.key", f"present.{i}.value"), a, cfg.n_heads, cfg.n_kv_heads, f"{name}/attn")
     o = ops.linear(g, attn, fetch_linear(reader, names["o"], p), p, f"{name}/attn/o_proj")
-    normed, residual = ops.skip_rms_norm(g, o, residual, reader.get(names["mlp_norm"]), cfg.rms_eps, p,
-                                         f"{name}/post_attention_layernorm")
+    normed, residual = ops.skip_rms_norm(
+        g, o, residual, reader.get(names["mlp_norm"]), cfg.rms_eps, p, f"{name}/post_attention_layernorm"
+    )
     mlp = {k: fetch_linear(reader, names[k], p) for k in ("gate", "up", "down")}
     return ops.swiglu_mlp(g, normed, mlp, p, f"{name}/mlp"), residual
 
@@ -143,8 +147,9 @@ def build_graph(reader: TensorReader, p: Precision, path: Path, progress: Callab
     return g
 
 
-def write_fused_variant(reader: TensorReader, root: Path, variant: Variant, quant: QuantSpec,
-                        progress: Callable[[int], None] | None = None) -> dict:
+def write_fused_variant(
+    reader: TensorReader, root: Path, variant: Variant, quant: QuantSpec, progress: Callable[[int], None] | None = None
+) -> dict:
     """The fused graph of one variant into root/onnx/; returns the manifest's variant entry."""
     onnx_dir = root / "onnx"
     onnx_dir.mkdir(exist_ok=True)

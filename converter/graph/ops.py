@@ -35,6 +35,7 @@ class Precision:
 
 # ---------------------------------------------------------------- weights -> MatMul / MatMulNBits
 
+
 def to_nbits(w_out_in: np.ndarray, p: Precision, bits: int) -> NBits:
     return quantize_matmul(w_out_in.astype(p.dtype).T, bits, p.block_size, p.symmetric)
 
@@ -43,23 +44,35 @@ def concat_nbits(parts: list[NBits]) -> NBits:
     """Stack MatMulNBits weights along N (q|k|v): block quantization is per output column, so exact."""
     zps = [q.zero_points for q in parts]
     return NBits(
-        np.concatenate([q.packed for q in parts]), np.concatenate([q.scales for q in parts]),
-        None if zps[0] is None else np.concatenate(zps), parts[0].k, sum(q.n for q in parts),
-        parts[0].bits, parts[0].block_size,
+        np.concatenate([q.packed for q in parts]),
+        np.concatenate([q.scales for q in parts]),
+        None if zps[0] is None else np.concatenate(zps),
+        parts[0].k,
+        sum(q.n for q in parts),
+        parts[0].bits,
+        parts[0].block_size,
     )
 
 
 def matmul_nbits(g: GraphBuilder, x: str, w: NBits, p: Precision, name: str, output: str | None = None) -> str:
-    inputs = [x, g.initializer(f"{name}.weight_Q{w.bits}", w.packed),
-              g.initializer(f"{name}.scales", w.scales.astype(p.dtype))]
+    inputs = [x, g.initializer(f"{name}.weight_Q{w.bits}", w.packed), g.initializer(f"{name}.scales", w.scales.astype(p.dtype))]
     if w.zero_points is not None:
         inputs.append(g.initializer(f"{name}.zero_points", w.zero_points))
-    return g.op("MatMulNBits", inputs, f"{name}/MatMulNBits", MS_DOMAIN, K=w.k, N=w.n, bits=w.bits,
-                block_size=w.block_size, accuracy_level=p.accuracy_level or None, output=output)
+    return g.op(
+        "MatMulNBits",
+        inputs,
+        f"{name}/MatMulNBits",
+        MS_DOMAIN,
+        K=w.k,
+        N=w.n,
+        bits=w.bits,
+        block_size=w.block_size,
+        accuracy_level=p.accuracy_level or None,
+        output=output,
+    )
 
 
-def linear(g: GraphBuilder, x: str, w: np.ndarray | NBits, p: Precision, name: str, bits: int = 4,
-           output: str | None = None) -> str:
+def linear(g: GraphBuilder, x: str, w: np.ndarray | NBits, p: Precision, name: str, bits: int = 4, output: str | None = None) -> str:
     """x @ W^T. A float weight becomes MatMulNBits (int4 graphs, bits > 0) or a float MatMul."""
     if isinstance(w, np.ndarray) and p.int4 and bits:
         w = to_nbits(w, p, bits)
@@ -71,34 +84,46 @@ def linear(g: GraphBuilder, x: str, w: np.ndarray | NBits, p: Precision, name: s
 
 # ---------------------------------------------------------------- blocks
 
+
 def embedding(g: GraphBuilder, table: np.ndarray, ids: str, p: Precision, name: str) -> str:
     """table: (vocab, dim). int4 graphs: GatherBlockQuantized (int4 along dim), else Gather."""
     table = table.astype(p.dtype)
     if p.int4 and p.embedding_int4:
         q, scales, zp = quantize_gather(table, p.block_size, p.symmetric)
         qtype = TensorProto.INT4 if p.symmetric else TensorProto.UINT4
-        inputs = [g.initializer(f"{name}.weight_Q4", q, dtype=qtype, shape=table.shape), ids,
-                  g.initializer(f"{name}.scales", scales)]
+        inputs = [g.initializer(f"{name}.weight_Q4", q, dtype=qtype, shape=table.shape), ids, g.initializer(f"{name}.scales", scales)]
         if zp is not None:
             inputs.append(g.initializer(f"{name}.zero_points", zp, dtype=qtype, shape=scales.shape))
-        return g.op("GatherBlockQuantized", inputs, f"{name}/GatherBlockQuantized", MS_DOMAIN,
-                    gather_axis=0, quantize_axis=1, block_size=p.block_size, bits=4)
+        return g.op(
+            "GatherBlockQuantized",
+            inputs,
+            f"{name}/GatherBlockQuantized",
+            MS_DOMAIN,
+            gather_axis=0,
+            quantize_axis=1,
+            block_size=p.block_size,
+            bits=4,
+        )
     return g.op("Gather", [g.initializer(f"{name}.weight", table), ids], f"{name}/Gather", axis=0)
 
 
 def rms_norm(g: GraphBuilder, x: str, weight: np.ndarray, eps: float, p: Precision, name: str) -> str:
     w = g.initializer(f"{name}.weight", weight.astype(p.dtype))
-    return g.op("SimplifiedLayerNormalization", [x, w], f"{name}/SimplifiedLayerNormalization",
-                axis=-1, epsilon=eps, stash_type=1)
+    return g.op("SimplifiedLayerNormalization", [x, w], f"{name}/SimplifiedLayerNormalization", axis=-1, epsilon=eps, stash_type=1)
 
 
-def skip_rms_norm(g: GraphBuilder, x: str, skip: str, weight: np.ndarray, eps: float, p: Precision,
-                  name: str) -> tuple[str, str]:
+def skip_rms_norm(g: GraphBuilder, x: str, skip: str, weight: np.ndarray, eps: float, p: Precision, name: str) -> tuple[str, str]:
     """RMSNorm(x + skip): returns (normalized, x + skip) (the new residual stream)."""
     w = g.initializer(f"{name}.weight", weight.astype(p.dtype))
     node = f"{name}/SkipSimplifiedLayerNormalization"
-    out, _, _, total = g.node("SkipSimplifiedLayerNormalization", [x, skip, w],
-                              [f"{node}/output_0", "", "", f"{node}/output_3"], node, MS_DOMAIN, epsilon=eps)
+    out, _, _, total = g.node(
+        "SkipSimplifiedLayerNormalization",
+        [x, skip, w],
+        [f"{node}/output_0", "", "", f"{node}/output_3"],
+        node,
+        MS_DOMAIN,
+        epsilon=eps,
+    )
     return out, total
 
 
@@ -118,8 +143,16 @@ def rotary_inside_gqa(head_dim: int) -> bool:
     return head_dim % 16 == 0
 
 
-def gqa_attention(g: GraphBuilder, qkv: str | tuple[str, str, str], past: tuple[str, str],
-                  present: tuple[str, str], a: AttnInputs, n_heads: int, n_kv_heads: int, name: str) -> str:
+def gqa_attention(
+    g: GraphBuilder,
+    qkv: str | tuple[str, str, str],
+    past: tuple[str, str],
+    present: tuple[str, str],
+    a: AttnInputs,
+    n_heads: int,
+    n_kv_heads: int,
+    name: str,
+) -> str:
     """GroupQueryAttention with the KV cache in (past) and out (present).
 
     qkv: packed QKV (rotary inside GQA), or separate (q, k, v) names when rotary runs before it as
@@ -133,9 +166,18 @@ def gqa_attention(g: GraphBuilder, qkv: str | tuple[str, str, str], past: tuple[
         q = g.op("RotaryEmbedding", [q, a.positions, a.cos, a.sin], f"{name}/q_rotary/RotaryEmbedding", MS_DOMAIN)
         k = g.op("RotaryEmbedding", [k, a.positions, a.cos, a.sin], f"{name}/k_rotary/RotaryEmbedding", MS_DOMAIN)
         inputs, rotary = [q, k, v, past[0], past[1], a.seqlens_k, a.total_len], 0
-    out = g.node("GroupQueryAttention", inputs, [f"{node}/output_0", present[0], present[1]], node, MS_DOMAIN,
-                 num_heads=n_heads, kv_num_heads=n_kv_heads, do_rotary=rotary, rotary_interleaved=0,
-                 local_window_size=-1)
+    out = g.node(
+        "GroupQueryAttention",
+        inputs,
+        [f"{node}/output_0", present[0], present[1]],
+        node,
+        MS_DOMAIN,
+        num_heads=n_heads,
+        kv_num_heads=n_kv_heads,
+        do_rotary=rotary,
+        rotary_interleaved=0,
+        local_window_size=-1,
+    )
     return out[0]
 
 
@@ -151,6 +193,7 @@ def swiglu_mlp(g: GraphBuilder, x: str, w: dict, p: Precision, name: str) -> str
 
 # ---------------------------------------------------------------- attention mask -> GQA inputs, padding
 
+
 @dataclass(frozen=True)
 class StepInputs:
     ids: str  # (B, S) input_ids with left padding moved to the right
@@ -159,8 +202,7 @@ class StepInputs:
     attn: AttnInputs
 
 
-def step_inputs(g: GraphBuilder, ids: str, mask: str, cos: np.ndarray, sin: np.ndarray, p: Precision,
-                positions: bool) -> StepInputs:
+def step_inputs(g: GraphBuilder, ids: str, mask: str, cos: np.ndarray, sin: np.ndarray, p: Precision, positions: bool) -> StepInputs:
     """Everything the layers share, from input_ids and attention_mask only.
 
     GroupQueryAttention reads padding as trailing (right padding, seqlens_k = real tokens - 1): each
@@ -172,17 +214,16 @@ def step_inputs(g: GraphBuilder, ids: str, mask: str, cos: np.ndarray, sin: np.n
     name = "/model/attn_mask_reformat"
     ids_shape = g.op("Shape", [ids], f"{name}/ids/Shape")
     seq = g.op("Gather", [ids_shape, g.const([1])], f"{name}/ids/Gather", axis=0)  # (1,) current length S
-    cur = g.op("Slice", [mask, g.op("Neg", [seq], f"{name}/Neg"), g.const([np.iinfo(np.int64).max]), g.const([1])],
-               f"{name}/current/Slice")  # (B, S) mask of the current tokens
+    cur = g.op(
+        "Slice", [mask, g.op("Neg", [seq], f"{name}/Neg"), g.const([np.iinfo(np.int64).max]), g.const([1])], f"{name}/current/Slice"
+    )  # (B, S) mask of the current tokens
     cur_f = g.op("Cast", [cur], f"{name}/current/Cast", to=TensorProto.FLOAT)
     shift = g.op("ArgMax", [cur_f], f"{name}/current/ArgMax", axis=1, keepdims=1)  # (B, 1) leading zeros
-    j = g.op("Range", [g.const(0), g.op("Squeeze", [seq, g.const([0])], f"{name}/Squeeze"), g.const(1)],
-             f"{name}/Range")  # (S,)
+    j = g.op("Range", [g.const(0), g.op("Squeeze", [seq, g.const([0])], f"{name}/Squeeze"), g.const(1)], f"{name}/Range")  # (S,)
     idx = g.op("Mod", [g.op("Add", [j, shift], f"{name}/shift/Add"), seq], f"{name}/shift/Mod")  # (B, S)
     shifted = g.op("GatherElements", [ids, idx], f"{name}/shift/GatherElements", axis=1)
     total = g.op("ReduceSum", [mask, g.const([1])], f"{name}/ReduceSum", keepdims=0)  # (B,)
-    seqlens = g.op("Cast", [g.op("Sub", [total, g.const(1)], f"{name}/Sub")], f"{name}/seqlens_k/Cast",
-                   to=TensorProto.INT32)
+    seqlens = g.op("Cast", [g.op("Sub", [total, g.const(1)], f"{name}/Sub")], f"{name}/seqlens_k/Cast", to=TensorProto.INT32)
     width = g.op("Gather", [g.op("Shape", [mask], f"{name}/Shape"), g.const(1)], f"{name}/Gather", axis=0)
     total_len = g.op("Cast", [width], f"{name}/total_seq_len/Cast", to=TensorProto.INT32)
     pos = None
@@ -199,8 +240,7 @@ def left_pad_unshift(g: GraphBuilder, x: str, s: StepInputs) -> str:
     """Undo the left-padding shift of `step_inputs` on (B, S, D) activations."""
     name = "/model/left_padding_undo"
     seq = g.op("Gather", [g.op("Shape", [s.ids], f"{name}/Shape"), g.const([1])], f"{name}/Gather", axis=0)
-    back = g.op("Mod", [g.op("Add", [g.op("Sub", [s.j, s.shift], f"{name}/Sub"), seq], f"{name}/Add"), seq],
-                f"{name}/Mod")  # (B, S)
+    back = g.op("Mod", [g.op("Add", [g.op("Sub", [s.j, s.shift], f"{name}/Sub"), seq], f"{name}/Add"), seq], f"{name}/Mod")  # (B, S)
     idx = g.op("Unsqueeze", [back, g.const([2])], f"{name}/Unsqueeze")
     idx = g.op("Expand", [idx, g.op("Shape", [x], f"{name}/Shape_x")], f"{name}/Expand")
     return g.op("GatherElements", [x, idx], f"{name}/GatherElements", axis=1)

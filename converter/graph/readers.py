@@ -73,11 +73,18 @@ class FusedConfig:
     def from_hf(cls, c) -> FusedConfig:
         """From a transformers LlamaConfig."""
         return cls(
-            vocab_size=c.vocab_size, dim=c.hidden_size, hidden_dim=c.intermediate_size,
-            n_layers=c.num_hidden_layers, n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
+            vocab_size=c.vocab_size,
+            dim=c.hidden_size,
+            hidden_dim=c.intermediate_size,
+            n_layers=c.num_hidden_layers,
+            n_heads=c.num_attention_heads,
+            n_kv_heads=c.num_key_value_heads,
             head_dim=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-            rope_theta=float(c.rope_theta), rope_scaling=c.rope_scaling, rms_eps=float(c.rms_norm_eps),
-            tie_embeddings=bool(c.tie_word_embeddings), max_seq_len=c.max_position_embeddings,
+            rope_theta=float(c.rope_theta),
+            rope_scaling=c.rope_scaling,
+            rms_eps=float(c.rms_norm_eps),
+            tie_embeddings=bool(c.tie_word_embeddings),
+            max_seq_len=c.max_position_embeddings,
         )
 
 
@@ -195,11 +202,16 @@ class GGUFTensorReader(TensorReader):
 
 # GGUF metadata key (after "llama.") -> LlamaConfig field, as transformers' GGUF config mapping
 GGUF_CONFIG: dict[str, str] = {
-    "context_length": "max_position_embeddings", "block_count": "num_hidden_layers",
-    "feed_forward_length": "intermediate_size", "embedding_length": "hidden_size",
-    "rope.dimension_count": "head_dim", "rope.freq_base": "rope_theta",
-    "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
-    "attention.layer_norm_rms_epsilon": "rms_norm_eps", "vocab_size": "vocab_size",
+    "context_length": "max_position_embeddings",
+    "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size",
+    "embedding_length": "hidden_size",
+    "rope.dimension_count": "head_dim",
+    "rope.freq_base": "rope_theta",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "vocab_size": "vocab_size",
 }
 
 
@@ -223,11 +235,13 @@ def gguf_llama_config(reader, file: Path):
     if kind == "linear" and factor:
         kw["rope_scaling"] = {"rope_type": "linear", "factor": float(factor)}
     elif kind not in (None, "none"):
-        raise UnsupportedArchitecture(f"{file}: GGUF rope scaling {kind!r} is not supported by --graph fused; "
-                                      "convert with --graph optimum")
+        raise UnsupportedArchitecture(
+            f"{file}: GGUF rope scaling {kind!r} is not supported by --graph fused; convert with --graph optimum"
+        )
     if "rope_freqs.weight" in names:
-        raise UnsupportedArchitecture(f"{file}: GGUF rope_freqs (llama3 scaling) is not supported by --graph fused; "
-                                      "convert with --graph optimum")
+        raise UnsupportedArchitecture(
+            f"{file}: GGUF rope_freqs (llama3 scaling) is not supported by --graph fused; convert with --graph optimum"
+        )
     return LlamaConfig(**kw, tie_word_embeddings="output.weight" not in names, architectures=["LlamaForCausalLM"])
 
 
@@ -287,5 +301,3 @@ class StateDictReader(TensorReader):
         if hf_name not in self._sd:
             raise self._missing(hf_name, "the loaded model")
         return self._sd[hf_name].detach().to(torch.float32).numpy().copy()
-
-

@@ -29,8 +29,10 @@ def open_reader(spec: str, revision: str | None = None) -> TensorReader:
     if kind == "hf":
         files = hf.validate_dir(path)
         if not any(f.suffix == ".safetensors" for f in files):
-            raise UnsupportedSource(f"{path}: --graph fused streams safetensors only; this model has pytorch_model*.bin "
-                                    "(use --graph optimum, or re-save it with safe_serialization=True)")
+            raise UnsupportedSource(
+                f"{path}: --graph fused streams safetensors only; this model has pytorch_model*.bin "
+                "(use --graph optimum, or re-save it with safe_serialization=True)"
+            )
         return SafetensorsReader(path)
     if kind == "gguf":
         return GGUFTensorReader(gguf.find_gguf(path))
@@ -44,11 +46,21 @@ def _llama2c_config(h):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=h.vocab_size, hidden_size=h.dim, intermediate_size=h.hidden_dim,
-        num_hidden_layers=h.n_layers, num_attention_heads=h.n_heads, num_key_value_heads=h.n_kv_heads,
-        max_position_embeddings=h.seq_len, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=h.shared_classifier, bos_token_id=1, eos_token_id=2, pad_token_id=None,
-        torch_dtype="float32", architectures=["LlamaForCausalLM"],
+        vocab_size=h.vocab_size,
+        hidden_size=h.dim,
+        intermediate_size=h.hidden_dim,
+        num_hidden_layers=h.n_layers,
+        num_attention_heads=h.n_heads,
+        num_key_value_heads=h.n_kv_heads,
+        max_position_embeddings=h.seq_len,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=h.shared_classifier,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+        torch_dtype="float32",
+        architectures=["LlamaForCausalLM"],
     )
 
 
@@ -70,21 +82,35 @@ def light_source(spec: str, reader: TensorReader, revision: str | None = None) -
         files = hf.validate_dir(path)
         tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
         tok_files = [path / t for t in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json") if (path / t).exists()]
-        return LoadedSource(kind="hf", path=hub_id or str(path), name=(hub_id or path.name).split("/")[-1],
-                            sha256=sha256_files(files + [path / "config.json"] + tok_files), model=_meta_model(config),
-                            tokenizer=tokenizer, revision=revision, files=[str(f) for f in files])
+        return LoadedSource(
+            kind="hf",
+            path=hub_id or str(path),
+            name=(hub_id or path.name).split("/")[-1],
+            sha256=sha256_files(files + [path / "config.json"] + tok_files),
+            model=_meta_model(config),
+            tokenizer=tokenizer,
+            revision=revision,
+            files=[str(f) for f in files],
+        )
     if kind == "gguf":
         file = gguf.find_gguf(path)
-        tokenizer = gguf.fix_tokenizer(AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name),
-                                       gguf.read_metadata(file))
+        tokenizer = gguf.fix_tokenizer(AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name), gguf.read_metadata(file))
         config.eos_token_id, config.bos_token_id = tokenizer.eos_token_id, tokenizer.bos_token_id
         model = _meta_model(config)
         if model.generation_config is not None:
             model.generation_config.eos_token_id = tokenizer.eos_token_id
             model.generation_config.bos_token_id = tokenizer.bos_token_id
-        return LoadedSource(kind="gguf", path=str(path), name=file.stem, sha256=sha256_file(file), model=model,
-                            tokenizer=tokenizer, files=[str(file)])
+        return LoadedSource(
+            kind="gguf", path=str(path), name=file.stem, sha256=sha256_file(file), model=model, tokenizer=tokenizer, files=[str(file)]
+        )
     ckpt, tok_path = llama2c._find_files(path)
     tokenizer = llama2c.build_tokenizer(*llama2c.read_tokenizer_bin(tok_path, config.vocab_size))
-    return LoadedSource(kind="llama2c", path=str(path), name=ckpt.stem, sha256=sha256_files([ckpt, tok_path]),
-                        model=_meta_model(config), tokenizer=tokenizer, files=[str(ckpt), str(tok_path)])
+    return LoadedSource(
+        kind="llama2c",
+        path=str(path),
+        name=ckpt.stem,
+        sha256=sha256_files([ckpt, tok_path]),
+        model=_meta_model(config),
+        tokenizer=tokenizer,
+        files=[str(ckpt), str(tok_path)],
+    )

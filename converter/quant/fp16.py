@@ -18,5 +18,8 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     return convert_float_to_float16(
-        model, keep_io_types=False, disable_shape_infer=True, op_block_list=FP32_OPS,
+        model,
+        keep_io_types=False,
+        disable_shape_infer=True,
+        op_block_list=FP32_OPS,
     )

@@ -52,9 +52,13 @@ class QuantSpec:
             )
 
     def to_json(self) -> dict:
-        return {**asdict(self), "weight_op": "MatMulNBits", "lm_head_op": "MatMulNBits" if self.lm_head_bits else "MatMul",
-                "embedding_op": "GatherBlockQuantized" if self.embedding else None,
-                "zero_point_dtype": None if self.symmetric else "uint8"}
+        return {
+            **asdict(self),
+            "weight_op": "MatMulNBits",
+            "lm_head_op": "MatMulNBits" if self.lm_head_bits else "MatMul",
+            "embedding_op": "GatherBlockQuantized" if self.embedding else None,
+            "zero_point_dtype": None if self.symmetric else "uint8",
+        }
 
 
 def fold_transposed_weights(model: onnx.ModelProto) -> int:
@@ -101,19 +105,28 @@ def lm_head_node(model: onnx.ModelProto) -> str | None:
     return node.name if node is not None else None
 
 
-def _run_quantizer(model: onnx.ModelProto, spec: QuantSpec, bits: int, ops: tuple[str, ...],
-                   exclude: list[str]) -> onnx.ModelProto:
+def _run_quantizer(model: onnx.ModelProto, spec: QuantSpec, bits: int, ops: tuple[str, ...], exclude: list[str]) -> onnx.ModelProto:
     from onnxruntime.quantization import matmul_nbits_quantizer as mnq
 
     axes = (("MatMul", 0), ("Gather", 1))
     config = mnq.DefaultWeightOnlyQuantConfig(
-        block_size=spec.block_size, is_symmetric=spec.symmetric, accuracy_level=spec.accuracy_level,
-        op_types_to_quantize=ops, quant_axes=axes, bits=bits,
+        block_size=spec.block_size,
+        is_symmetric=spec.symmetric,
+        accuracy_level=spec.accuracy_level,
+        op_types_to_quantize=ops,
+        quant_axes=axes,
+        bits=bits,
     )
     q = mnq.MatMulNBitsQuantizer(
-        model, bits=bits, block_size=spec.block_size, is_symmetric=spec.symmetric,
-        accuracy_level=spec.accuracy_level, nodes_to_exclude=exclude,
-        op_types_to_quantize=ops, quant_axes=axes, algo_config=config,
+        model,
+        bits=bits,
+        block_size=spec.block_size,
+        is_symmetric=spec.symmetric,
+        accuracy_level=spec.accuracy_level,
+        nodes_to_exclude=exclude,
+        op_types_to_quantize=ops,
+        quant_axes=axes,
+        algo_config=config,
     )
     q.process()
     return q.model.model

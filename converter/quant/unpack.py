@@ -64,7 +64,18 @@ def _zero_points(t: TensorProto, base_dir: Path, n: int, n_blocks: int, name: st
     packs the whole tensor. Re-pack them (N * n_blocks / 2 bytes: small) as an inline uint4 (N, n_blocks)."""
     packed = numpy_helper.to_array(t, base_dir=str(base_dir)).reshape(n, -1)  # (N, ceil(nb/2)) uint8
     nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1)[:, :n_blocks]  # (N, nb)
-    return helper.make_tensor(name, TensorProto.UINT4, [n, n_blocks], nibbles.flatten().tolist())
+    return _uint4_tensor(name, nibbles)
+
+
+def _uint4_tensor(name: str, nibbles: np.ndarray) -> TensorProto:
+    """An inline uint4 tensor from values 0..15, packed two per byte low nibble first (ONNX's uint4 layout) with
+    numpy: helper.make_tensor wants a Python list, which takes seconds for a 7B-size head's (N, n_blocks)."""
+    flat = nibbles.astype(np.uint8).reshape(-1)
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    t = TensorProto(name=name, data_type=TensorProto.UINT4, dims=list(nibbles.shape))
+    t.raw_data = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8).tobytes()
+    return t
 
 
 def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path) -> tuple[list, list]:
@@ -81,21 +92,25 @@ def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path
         raise ValueError(f"{node.name}: MatMulNBits weights are not initializers")
     n_blocks = (k + block - 1) // block
     p = f"{b}/wasm"
-    new = [_external_alias(inits[b], f"{p}/q", TensorProto.UINT4, [n, n_blocks * block]),
-           _external_alias(inits[scales], f"{p}/scales", inits[scales].data_type, [n, n_blocks])]
+    new = [
+        _external_alias(inits[b], f"{p}/q", TensorProto.UINT4, [n, n_blocks * block]),
+        _external_alias(inits[scales], f"{p}/scales", inits[scales].data_type, [n, n_blocks]),
+    ]
     dq_inputs = [f"{p}/q", f"{p}/scales"]
     if zp:
         new.append(_zero_points(inits[zp], base_dir, n, n_blocks, f"{p}/zp"))
         dq_inputs.append(f"{p}/zp")
     else:  # MatMulNBits' default zero point is 8 (symmetric int4 stored unsigned)
-        new.append(helper.make_tensor(f"{p}/zp", TensorProto.UINT4, [n, n_blocks], [8] * (n * n_blocks)))
+        new.append(_uint4_tensor(f"{p}/zp", np.full((n, n_blocks), 8, dtype=np.uint8)))
         dq_inputs.append(f"{p}/zp")
     g = [helper.make_node("DequantizeLinear", dq_inputs, [f"{p}/w_nk_padded"], axis=1, block_size=block)]  # (N, nb*blk)
     w_nk = f"{p}/w_nk_padded"
     if n_blocks * block != k:  # the last block is padded: drop the padding columns
-        new += [numpy_helper.from_array(np.array([0], np.int64), f"{p}/k0"),
-                numpy_helper.from_array(np.array([k], np.int64), f"{p}/k1"),
-                numpy_helper.from_array(np.array([1], np.int64), f"{p}/axis1")]
+        new += [
+            numpy_helper.from_array(np.array([0], np.int64), f"{p}/k0"),
+            numpy_helper.from_array(np.array([k], np.int64), f"{p}/k1"),
+            numpy_helper.from_array(np.array([1], np.int64), f"{p}/axis1"),
+        ]
         g.append(helper.make_node("Slice", [w_nk, f"{p}/k0", f"{p}/k1", f"{p}/axis1"], [f"{p}/w_nk"]))
         w_nk = f"{p}/w_nk"
     g.append(helper.make_node("Transpose", [w_nk], [f"{p}/w"], perm=[1, 0]))  # (K, N)

@@ -108,8 +108,14 @@ def load(path: Path, revision: str | None = None) -> LoadedSource:
     model.eval()
     name = file.stem
     return LoadedSource(
-        kind="gguf", path=str(path), name=name, sha256=sha256_file(file), model=model,
-        tokenizer=tokenizer, revision=None, files=[str(file)],
+        kind="gguf",
+        path=str(path),
+        name=name,
+        sha256=sha256_file(file),
+        model=model,
+        tokenizer=tokenizer,
+        revision=None,
+        files=[str(file)],
     )
 
 

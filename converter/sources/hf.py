@@ -55,9 +55,7 @@ def check_safetensors(path: Path) -> None:
             raise BadFormat(f"{path}: safetensors header is not valid JSON ({e}); the file is corrupt") from None
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
-        raise BadFormat(
-            f"{path}: truncated: header describes {8 + n + end} bytes but the file has {size}; download it again"
-        )
+        raise BadFormat(f"{path}: truncated: header describes {8 + n + end} bytes but the file has {size}; download it again")
 
 
 def _weight_files(path: Path) -> list[Path]:
@@ -84,8 +82,7 @@ def validate_dir(path: Path) -> list[Path]:
     check_architecture(config, str(cfg_path))
     if not any((path / t).exists() for t in TOKENIZER_FILES):
         raise MissingFile(
-            f"{path}: no tokenizer (tokenizer.json or tokenizer.model); copy the model's tokenizer files "
-            "into the directory"
+            f"{path}: no tokenizer (tokenizer.json or tokenizer.model); copy the model's tokenizer files into the directory"
         )
     files = _weight_files(path)
     for f in files:
@@ -133,9 +130,14 @@ def load(path: Path, revision: str | None = None, hub_id: str | None = None) -> 
     model.eval()
     tok_files = [path / t for t in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json") if (path / t).exists()]
     return LoadedSource(
-        kind="hf", path=hub_id or str(path), name=(hub_id or path.name).split("/")[-1],
+        kind="hf",
+        path=hub_id or str(path),
+        name=(hub_id or path.name).split("/")[-1],
         sha256=sha256_files(files + [path / "config.json"] + tok_files),
-        model=model, tokenizer=tokenizer, revision=revision, files=[str(f) for f in files],
+        model=model,
+        tokenizer=tokenizer,
+        revision=revision,
+        files=[str(f) for f in files],
     )
 
 

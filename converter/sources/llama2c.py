@@ -193,13 +193,17 @@ def build_tokenizer(pieces: list[str], scores: list[float]):
     bpe = models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True)
     tok = Tokenizer(bpe)
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in ("<unk>", "<s>", "</s>")])
     return LlamaTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        add_bos_token=True, add_eos_token=False, legacy=True, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        add_bos_token=True,
+        add_eos_token=False,
+        legacy=True,
+        clean_up_tokenization_spaces=False,
     )
 
 
@@ -252,11 +256,21 @@ def load(path: Path, revision: str | None = None) -> LoadedSource:
     pieces, scores = read_tokenizer_bin(tok_path, h.vocab_size)
     tokenizer = build_tokenizer(pieces, scores)
     config = LlamaConfig(
-        vocab_size=h.vocab_size, hidden_size=h.dim, intermediate_size=h.hidden_dim,
-        num_hidden_layers=h.n_layers, num_attention_heads=h.n_heads, num_key_value_heads=h.n_kv_heads,
-        max_position_embeddings=h.seq_len, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=h.shared_classifier, bos_token_id=1, eos_token_id=2, pad_token_id=None,
-        torch_dtype="float32", architectures=["LlamaForCausalLM"],
+        vocab_size=h.vocab_size,
+        hidden_size=h.dim,
+        intermediate_size=h.hidden_dim,
+        num_hidden_layers=h.n_layers,
+        num_attention_heads=h.n_heads,
+        num_key_value_heads=h.n_kv_heads,
+        max_position_embeddings=h.seq_len,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=h.shared_classifier,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+        torch_dtype="float32",
+        architectures=["LlamaForCausalLM"],
     )
     model = LlamaForCausalLM(config)
     state = {k: torch.from_numpy(v) for k, v in to_hf_state_dict(weights, h).items()}
@@ -267,8 +281,14 @@ def load(path: Path, revision: str | None = None) -> LoadedSource:
     model.tie_weights()
     model.eval()
     return LoadedSource(
-        kind="llama2c", path=str(path), name=ckpt.stem, sha256=sha256_files([ckpt, tok_path]),
-        model=model, tokenizer=tokenizer, revision=None, files=[str(ckpt), str(tok_path)],
+        kind="llama2c",
+        path=str(path),
+        name=ckpt.stem,
+        sha256=sha256_files([ckpt, tok_path]),
+        model=model,
+        tokenizer=tokenizer,
+        revision=None,
+        files=[str(ckpt), str(tok_path)],
     )
 
 

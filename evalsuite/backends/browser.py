@@ -52,8 +52,10 @@ GENERATE_JS = """async (items) => {
 class PageSession:
     """A local server + one Chromium page with the bundle loaded; close() stops both."""
 
-    def __init__(self, bundle: Path, variant: str | None, device: str, chromium: str, timeout_s: float) -> None:
-        self.bundle, self.variant, self.device = bundle, variant, device
+    def __init__(
+        self, bundle: Path, variant: str | None, device: str, chromium: str, timeout_s: float, threads: int | None = None
+    ) -> None:
+        self.bundle, self.variant, self.device, self.threads = bundle, variant, device, threads
         self.chromium, self.timeout_ms = chromium, timeout_s * 1000
         self._server = self._pw = self._browser = self.page = None
         self.console: list[str] = []
@@ -68,6 +70,8 @@ class PageSession:
             slug = self.page.evaluate("() => fetch('/api/models').then(r => r.json())")
             bundle_url = _bundle_url(slug, self.bundle)
             opts = {"device": self.device, **({"variant": self.variant} if self.variant else {})}
+            if self.threads:
+                opts["numThreads"] = self.threads
             self.info = self.call("([u, o]) => window.webllama.load(u, o)", [bundle_url, opts])
         except BackendError:
             self.close()
@@ -148,6 +152,7 @@ class BrowserLM(WebllamaLM):
         seed: int = 1234,
         chromium: str | None = None,
         timeout_s: float = 1800,
+        threads: int | str | None = None,
         **kwargs,
     ) -> None:
         from converter.manifest import open_bundle
@@ -162,7 +167,9 @@ class BrowserLM(WebllamaLM):
         self.web_device = device
         chromium = chromium or os.environ.get("WEBLLAMA_CHROMIUM", CHROMIUM)
         super().__init__(bundle_tokenizer(self.bundle.root), self.bundle.manifest["context_length"], batch_size=batch_size, seed=seed)
-        self.session = PageSession(self.bundle.root, self.variant, device, chromium, float(timeout_s)).open()
+        self.session = PageSession(
+            self.bundle.root, self.variant, device, chromium, float(timeout_s), int(threads) if threads else None
+        ).open()
 
     @property
     def vocab_size(self) -> int:
@@ -173,6 +180,8 @@ class BrowserLM(WebllamaLM):
         return bundle_record(self.bundle, self.variant) | {
             "device": self.web_device,
             "execution_provider": info.get("execution_provider"),
+            "graph_file": info.get("graph_file"),  # the WASM engine runs the dequantize-at-load graph of int4 variants
+            "num_threads": info.get("num_threads"),
             "browser": self.session._browser.version if self.session._browser else None,
         }
 

@@ -5,6 +5,7 @@ converted bundle is scored against. Model args: `pretrained=PATH` (or `model=PAT
 `adapters` (one PEFT LoRA folder, or a sequence of them) and `adapter_weights`: the adapters are merged
 into the float32 weights exactly as `webllama convert --adapter` does (converter.customize.merge_adapters,
 same checks), so a bundle converted with adapters is scored against the same fine-tuned model here.
+`threads` sets torch's intra-op thread count (process-wide: torch has no per-model setting).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class NativeLM(WebllamaLM):
         max_length: int | None = None,
         adapters: str | Sequence[str] = (),
         adapter_weights: float | str | Sequence[float] = (),
+        threads: int | str | None = None,
         **kwargs,
     ) -> None:
         from converter.customize import merge_adapters
@@ -59,7 +61,8 @@ class NativeLM(WebllamaLM):
         self.model = self.source.model.eval()
         length = max_length or resolve_max_length(self.model.config, self.source.tokenizer)
         super().__init__(self.source.tokenizer, length, batch_size=batch_size, seed=seed)
-        torch.set_grad_enabled(False)
+        if threads:
+            torch.set_num_threads(int(threads))
 
     @property
     def vocab_size(self) -> int:

@@ -20,6 +20,8 @@ RATIOS = [
     ("onnx-q4", "llamacpp-q4_0", "onnxruntime CPU q4 vs llama.cpp Q4_0 (native, same threads)"),
     ("onnx-q4-fused", "llamacpp-q4_0", "onnxruntime CPU q4, fused graph vs llama.cpp Q4_0 (native, same threads)"),
     ("onnx-q4-fused", "onnx-q4", "fused graph vs reference graph, onnxruntime CPU"),
+    ("onnx-q4-fused-acc4", "llamacpp-q4_0", "onnxruntime CPU q4, fused graph, accuracy_level 4 vs llama.cpp Q4_0"),
+    ("onnx-q4-fused-acc4", "onnx-q4-fused", "accuracy_level 4 (int8 activations) vs unset, onnxruntime CPU, fused graph"),
     ("browser-wasm-q4-fused", "browser-wasm-q4", "fused graph vs reference graph, our engine on WASM"),
     ("browser-webgpu-q4-fused", "browser-webgpu-q4", "fused graph vs reference graph, our engine on WebGPU"),
     ("browser-wasm-q4-fused", "wllama-wasm-q4_0", "our engine (fused graph) vs wllama, WASM"),
@@ -40,8 +42,10 @@ def _prefill(doc: dict, length: str = "128") -> dict | None:
 def results_table(docs: dict[str, dict], bandwidth: dict | None) -> str:
     """Rows: every result; columns: load, ttft, prefill 16/128/512, decode, RSS, bytes, bandwidth fraction."""
     bw = bandwidth["read_bytes_per_s"] if bandwidth else None
-    head = ("| run | runtime / device | variant | load s | load (cached) s | TTFT s (128) | prefill 16 | prefill 128 | "
-            "prefill 512 | decode tok/s | peak RSS MiB | MiB on disk | B/param | decode / bandwidth limit |")
+    head = (
+        "| run | runtime / device | variant | load s | load (cached) s | TTFT s (128) | prefill 16 | prefill 128 | "
+        "prefill 512 | decode tok/s | peak RSS MiB | MiB on disk | B/param | decode / bandwidth limit |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, d in docs.items():
         m = d["metrics"]
@@ -53,7 +57,8 @@ def results_table(docs: dict[str, dict], bandwidth: dict | None) -> str:
             f"| {name} | {d['runtime']} / {d['device']} | {d['variant']} | {spread(m['load_s'])} | {spread(m['load_cached_s'])} | "
             f"{spread(m['ttft_s'])}{_short_prompt(d)} | {spread(p.get('16'))} | {spread(p.get('128'))} | {spread(_longest(p))} | "
             f"{spread(m['decode_tokens_per_s'])} | {m['peak_rss_bytes'] / 2**20:.0f} | {m['bundle_bytes'] / 2**20:.1f} | "
-            f"{bpp} | {frac} |")
+            f"{bpp} | {frac} |"
+        )
     return "\n".join(lines)
 
 
@@ -83,15 +88,18 @@ def ratio_lines(docs: dict[str, dict]) -> list[str]:
 
 
 def target_lines(docs: dict[str, dict]) -> list[str]:
-    mapping = {"llama.cpp Q4_0": "llamacpp-q4_0", "onnxruntime CPU, optimum export + int4 RTN": "onnx-q4",
-               "onnxruntime CPU, onnxruntime-genai builder int4": "onnx-q4-fused",
-               "transformers.js 4.3.1 WASM q4": "transformersjs-wasm-q4",
-               "transformers.js 4.3.1 WASM fp32": "transformersjs-wasm-fp32"}
+    mapping = {
+        "llama.cpp Q4_0": "llamacpp-q4_0",
+        "onnxruntime CPU, optimum export + int4 RTN": "onnx-q4",
+        "onnxruntime CPU, onnxruntime-genai builder int4": "onnx-q4-fused",
+        "transformers.js 4.3.1 WASM q4": "transformersjs-wasm-q4",
+        "transformers.js 4.3.1 WASM fp32": "transformersjs-wasm-fp32",
+    }
     out = ["| product owner's target (decode / prefill tok/s) | closest run here | measured decode / prefill-128 |", "|---|---|---|"]
     for what, (dec, pre) in TARGETS.items():
         name = mapping.get(what)
         got = docs.get(name) if name else None
-        meas = (f"{med(got['metrics']['decode_tokens_per_s']):.1f} / {med(_prefill(got)):.0f}" if got else "not run")
+        meas = f"{med(got['metrics']['decode_tokens_per_s']):.1f} / {med(_prefill(got)):.0f}" if got else "not run"
         out.append(f"| {what}: {dec} / {pre} | {name or 'not reproduced'} | {meas} |")
     return out
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 
-def profile_bundle(bundle_dir: str, variant: str | None, threads: int, prompt: int = 128, decode: int = 32,
-                   accuracy_level: int | None = None) -> dict:
+def profile_bundle(
+    bundle_dir: str, variant: str | None, threads: int, prompt: int = 128, decode: int = 32, accuracy_level: int | None = None
+) -> dict:
     import onnxruntime as ort
 
     from converter.manifest import open_bundle
@@ -58,8 +59,11 @@ def summarize(events: list[dict], prompt: int, decode: int) -> dict:
     out = {"prompt_tokens": prompt, "decode_steps": decode}
     for phase, counts in phases.items():
         total = sum(counts.values()) or 1
-        out[phase] = {"run_us": wall[phase], "kernel_us": total,
-                      "ops": [{"op_type": op, "us": us, "share": us / total} for op, us in counts.most_common()]}
+        out[phase] = {
+            "run_us": wall[phase],
+            "kernel_us": total,
+            "ops": [{"op_type": op, "us": us, "share": us / total} for op, us in counts.most_common()],
+        }
     return out
 
 
@@ -68,8 +72,10 @@ def format_profile(p: dict, top: int = 8) -> str:
     for phase in ("prefill", "decode"):
         d = p[phase]
         n = p["prompt_tokens"] if phase == "prefill" else p["decode_steps"]
-        lines.append(f"{phase} ({n} {'tokens' if phase == 'prefill' else 'steps'}): run {d['run_us'] / 1e3:.1f} ms, "
-                     f"kernels {d['kernel_us'] / 1e3:.1f} ms ({d['kernel_us'] / max(1, d['run_us']):.0%} of run)")
+        lines.append(
+            f"{phase} ({n} {'tokens' if phase == 'prefill' else 'steps'}): run {d['run_us'] / 1e3:.1f} ms, "
+            f"kernels {d['kernel_us'] / 1e3:.1f} ms ({d['kernel_us'] / max(1, d['run_us']):.0%} of run)"
+        )
         for o in d["ops"][:top]:
             lines.append(f"  {o['op_type']:<32} {o['us'] / 1e3:9.1f} ms  {o['share']:6.1%}")
     return "\n".join(lines)

@@ -20,8 +20,10 @@ QUICK = ["--runs", "2", "--load-runs", "1", "--prompt-lengths", "16,64", "--deco
 @pytest.fixture(scope="module")
 def onnx_result(s260_bundle, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "s260-onnx.json"
-    assert webllama(["bench", str(s260_bundle), "--runtime", "onnx", "--variant", "q4", "--threads", "1", *QUICK,
-                     "--output", str(out)]) == 0
+    assert (
+        webllama(["bench", str(s260_bundle), "--runtime", "onnx", "--variant", "q4", "--threads", "1", *QUICK, "--output", str(out)])
+        == 0
+    )
     return json.loads(out.read_text())
 
 
@@ -87,6 +89,7 @@ def test_llamacpp_absent_is_a_clear_skip(tmp_path, capsys, s260_bundle):
     pytest.importorskip("gguf")
     try:
         import llama_cpp  # noqa: F401
+
         pytest.skip("llama-cpp-python is installed here")
     except ImportError:
         pass
@@ -102,13 +105,58 @@ def test_browser_result_has_cached_load_and_page_memory(s260_bundle, tmp_path):
     if not npm_ready():
         pytest.skip("benchmarks/node_modules missing (npm ci --ignore-scripts in benchmarks/)")
     out = tmp_path / "s260-browser.json"
-    assert webllama(["bench", str(s260_bundle), "--runtime", "browser", "--threads", "1", "--runs", "1", "--load-runs", "1",
-                     "--prompt-lengths", "16", "--decode-tokens", "4", "--quiet", "--output", str(out)]) == 0
+    assert (
+        webllama(
+            [
+                "bench",
+                str(s260_bundle),
+                "--runtime",
+                "browser",
+                "--threads",
+                "1",
+                "--runs",
+                "1",
+                "--load-runs",
+                "1",
+                "--prompt-lengths",
+                "16",
+                "--decode-tokens",
+                "4",
+                "--quiet",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = validate(json.loads(out.read_text()))
     assert doc["device"] == "wasm" and doc["metrics"]["load_cached_s"]["median"] > 0
     assert doc["runtime_info"]["execution_provider"] == "wasm" and doc["runtime_info"]["from_cache"] is True
     assert "page_memory" in doc["runtime_info"] and doc["metrics"]["peak_rss_bytes"] > 0
     assert doc["runtime_info"]["graph_file"] == "onnx/model_q4_wasm.onnx"  # int4 dequantized at load on WASM
-    assert webllama(["bench", str(s260_bundle), "--runtime", "browser", "--threads", "1", "--runs", "1", "--load-runs", "1",
-                     "--prompt-lengths", "16", "--decode-tokens", "4", "--no-unpack-int4", "--quiet", "--output", str(out)]) == 0
+    assert (
+        webllama(
+            [
+                "bench",
+                str(s260_bundle),
+                "--runtime",
+                "browser",
+                "--threads",
+                "1",
+                "--runs",
+                "1",
+                "--load-runs",
+                "1",
+                "--prompt-lengths",
+                "16",
+                "--decode-tokens",
+                "4",
+                "--no-unpack-int4",
+                "--quiet",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["runtime_info"]["graph_file"] == "onnx/model_q4.onnx"

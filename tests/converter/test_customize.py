@@ -33,8 +33,10 @@ def lora_adapter(tmp_path_factory, tiny_llama_dir):
     torch.manual_seed(0)
     base = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
-                                            lora_dropout=0.0, init_lora_weights=True))
+    model = get_peft_model(
+        base,
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0, init_lora_weights=True),
+    )
     ids = torch.tensor([tok("The cat sat on the mat. The cat sat on the mat.").input_ids])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
     for _ in range(30):
@@ -47,15 +49,18 @@ def lora_adapter(tmp_path_factory, tiny_llama_dir):
     model.eval()
     prompt = tok("The cat").input_ids
     with torch.no_grad():
-        want = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, pad_token_id=0)[0, len(prompt):]
+        want = model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, pad_token_id=0)[0, len(prompt) :]
     return out, prompt, want.tolist()
 
 
 def test_merged_lora_bundle_matches_the_peft_model(tmp_path, tiny_llama_dir, lora_adapter):
     adapter, prompt, want = lora_adapter
     out = tmp_path / "merged"
-    b = convert(str(tiny_llama_dir), out, ConvertOptions(variants=parse_variants("fp32"), progress=False,
-                                                         customization=Customization(adapters=(str(adapter),))))
+    b = convert(
+        str(tiny_llama_dir),
+        out,
+        ConvertOptions(variants=parse_variants("fp32"), progress=False, customization=Customization(adapters=(str(adapter),))),
+    )
     got = OrtModel(out, "fp32").greedy(prompt, 16, eos=False)
     assert got == want
     # the adapter changed something: the plain base model decodes differently
@@ -75,8 +80,12 @@ def test_mismatched_adapter_fails_clearly(tmp_path, stories_dir, lora_adapter):
     cfg.update(hidden_size=96, intermediate_size=192)
     LlamaForCausalLM(LlamaConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)})).save_pretrained(other)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "converter.cli", "convert", str(other), str(out), "--adapter", str(adapter)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "converter.cli", "convert", str(other), str(out), "--adapter", str(adapter)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and not out.exists()
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(line) == 1 and "cannot apply" in line[0] and "shapes" in line[0], proc.stderr
@@ -92,8 +101,12 @@ def test_adapter_for_missing_modules_fails_clearly(tmp_path, tiny_llama_dir, lor
     for f in adapter.glob("adapter_model*"):
         (bad / f.name).write_bytes(f.read_bytes())
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "converter.cli", "convert", str(tiny_llama_dir), str(out),
-                           "--adapter", str(bad)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "converter.cli", "convert", str(tiny_llama_dir), str(out), "--adapter", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "another base model" in proc.stderr and not out.exists()
 
 
@@ -107,12 +120,18 @@ def test_linear_rope_scaling_to_twice_the_context_is_token_exact_past_the_traine
     cfg.update(max_position_embeddings=64, rope_scaling=None)
     (src / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "long"
-    b = convert(str(src), out, ConvertOptions(variants=parse_variants("fp32"), progress=False,
-                                              customization=Customization(context_length=128, rope_scaling="linear")))
+    b = convert(
+        str(src),
+        out,
+        ConvertOptions(
+            variants=parse_variants("fp32"), progress=False, customization=Customization(context_length=128, rope_scaling="linear")
+        ),
+    )
     assert b.manifest["context_length"] == 128
     assert b.manifest["config"]["rope_scaling"] == {"rope_type": "linear", "factor": 2.0}
-    ref = LlamaForCausalLM.from_pretrained(src, rope_scaling={"rope_type": "linear", "factor": 2.0},
-                                           max_position_embeddings=128).eval()
+    ref = LlamaForCausalLM.from_pretrained(
+        src, rope_scaling={"rope_type": "linear", "factor": 2.0}, max_position_embeddings=128
+    ).eval()
     prompt = list(range(3, 83))  # 80 tokens: decoding runs from position 80 to 119, past 64
     with torch.no_grad():
         want = ref.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False, pad_token_id=0)[0, 80:].tolist()

@@ -22,8 +22,7 @@ Q4_LOGIT_TOL = 2e-3  # same int4 bytes, different kernels' float summation order
 
 
 def fused(src, out: Path, variants: str = "fp32,q4", verify: bool = True) -> Path:
-    convert(str(src), out, ConvertOptions(variants=parse_variants(variants), progress=False, graph="fused",
-                                         verify=verify, force=True))
+    convert(str(src), out, ConvertOptions(variants=parse_variants(variants), progress=False, graph="fused", verify=verify, force=True))
     return out
 
 
@@ -38,8 +37,11 @@ def compare(ref: Path, got: Path, variant: str, n_tokens: int = 128, n_greedy: i
     ids = a.tokenizer.encode(VERIFY_TEXT).ids[: min(n_tokens, a.context_length - 1)]
     max_diff, _, top1 = logit_stats(a.forward(np.array([ids]))[0], b.forward(np.array([ids]))[0])
     prompt = a.tokenizer.encode("Once upon a time").ids
-    return {"max_diff": max_diff, "top1": top1,
-            "greedy_equal": a.greedy(prompt, n_greedy, eos=False) == b.greedy(prompt, n_greedy, eos=False)}
+    return {
+        "max_diff": max_diff,
+        "top1": top1,
+        "greedy_equal": a.greedy(prompt, n_greedy, eos=False) == b.greedy(prompt, n_greedy, eos=False),
+    }
 
 
 def assert_fp32_exact(bundle: Path) -> None:
@@ -54,6 +56,7 @@ def assert_q4_parity(ref: Path, got: Path) -> None:
 
 # ---------------------------------------------------------------- stories260K (llama2.c, head_dim 8)
 
+
 def test_stories260k_fused_matches_reference(tmp_path, stories_dir, s260_bundle):
     out = fused(stories_dir, tmp_path / "s260-fused")
     assert_fp32_exact(out)
@@ -65,12 +68,14 @@ def test_stories260k_fused_matches_reference(tmp_path, stories_dir, s260_bundle)
 
 # ---------------------------------------------------------------- tiny random Llama (GQA, llama3 rope)
 
+
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory, tiny_llama_dir) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("fused-tiny")
     ref = root / "ref"
-    convert(str(tiny_llama_dir), ref, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, verify=False,
-                                                     graph="optimum"))
+    convert(
+        str(tiny_llama_dir), ref, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, verify=False, graph="optimum")
+    )
     return ref, fused(tiny_llama_dir, root / "fused")
 
 
@@ -82,8 +87,9 @@ def test_tiny_gqa_llama3_fused_matches_reference(tiny_pair):
     ops = {n.op_type for n in onnx.load(str(out / "onnx/model_q4.onnx"), load_external_data=False).graph.node}
     assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "MatMulNBits", "GatherBlockQuantized"} <= ops
     assert all(f < r / 4 for r, f in counts.values()), counts
-    assert [i["name"] for i in open_bundle(out).variant("q4")["inputs"]] == \
-        [i["name"] for i in open_bundle(ref).variant("q4")["inputs"]]
+    assert [i["name"] for i in open_bundle(out).variant("q4")["inputs"]] == [
+        i["name"] for i in open_bundle(ref).variant("q4")["inputs"]
+    ]
 
 
 @pytest.mark.parametrize("rope", [{"rope_type": "linear", "factor": 2.0}, {"rope_type": "dynamic", "factor": 2.0}])
@@ -101,8 +107,16 @@ def test_customized_source_yarn_context_extension_fused_is_token_exact(tmp_path,
     from converter.customize import Customization
 
     out = tmp_path / "s260-yarn"
-    convert(str(stories_dir), out, ConvertOptions(variants=parse_variants("fp32"), progress=False, graph="fused",
-                                                 customization=Customization(context_length=1024, rope_scaling="yarn")))
+    convert(
+        str(stories_dir),
+        out,
+        ConvertOptions(
+            variants=parse_variants("fp32"),
+            progress=False,
+            graph="fused",
+            customization=Customization(context_length=1024, rope_scaling="yarn"),
+        ),
+    )
     assert_fp32_exact(out)
     assert open_bundle(out).manifest["config"]["rope_scaling"]["rope_type"] == "yarn"
 
@@ -151,6 +165,7 @@ def test_batched_decode_with_cache_after_left_padding(tiny_pair, tiny_llama_dir)
 
 # ---------------------------------------------------------------- SmolLM2-135M (GGUF Q4_1, tied head)
 
+
 @pytest.fixture(scope="module")
 def smollm2_fused(tmp_path_factory, smollm2_gguf_path) -> Path:
     """Without verification: the GGUF is streamed and never loaded into torch (the path a 7B takes).
@@ -179,6 +194,7 @@ def test_smollm2_fused_matches_reference(smollm2_fused, smollm2_bundle):
 
 # ---------------------------------------------------------------- GGUF Q4_0: transcoded, not requantized
 
+
 def test_q4_0_blocks_transcode_exactly():
     from gguf import GGMLQuantizationType, dequantize, quantize
 
@@ -200,10 +216,16 @@ def write_q4_0_gguf(path: Path, model) -> None:
 
     c = model.config
     w = gguf.GGUFWriter(str(path), "llama")
-    for fn, value in ((w.add_block_count, c.num_hidden_layers), (w.add_context_length, c.max_position_embeddings),
-                      (w.add_embedding_length, c.hidden_size), (w.add_feed_forward_length, c.intermediate_size),
-                      (w.add_head_count, c.num_attention_heads), (w.add_head_count_kv, c.num_key_value_heads),
-                      (w.add_rope_freq_base, c.rope_theta), (w.add_layer_norm_rms_eps, c.rms_norm_eps)):
+    for fn, value in (
+        (w.add_block_count, c.num_hidden_layers),
+        (w.add_context_length, c.max_position_embeddings),
+        (w.add_embedding_length, c.hidden_size),
+        (w.add_feed_forward_length, c.intermediate_size),
+        (w.add_head_count, c.num_attention_heads),
+        (w.add_head_count_kv, c.num_key_value_heads),
+        (w.add_rope_freq_base, c.rope_theta),
+        (w.add_layer_norm_rms_eps, c.rms_norm_eps),
+    ):
         fn(value)
     names = {t.format(i=i): g.format(i=i) for t, g in GGUF_NAMES.items() for i in range(c.num_hidden_layers)}
     for hf_name, t in model.state_dict().items():
@@ -212,8 +234,7 @@ def write_q4_0_gguf(path: Path, model) -> None:
             heads = c.num_attention_heads if "q_proj" in hf_name else c.num_key_value_heads
             a = a.reshape(heads, 2, a.shape[0] // heads // 2, a.shape[1]).swapaxes(1, 2).reshape(a.shape)
         if "proj" in hf_name:
-            w.add_tensor(names[hf_name], gguf.quantize(a, gguf.GGMLQuantizationType.Q4_0),
-                         raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+            w.add_tensor(names[hf_name], gguf.quantize(a, gguf.GGMLQuantizationType.Q4_0), raw_dtype=gguf.GGMLQuantizationType.Q4_0)
         else:
             w.add_tensor(names[hf_name], np.ascontiguousarray(a))
     w.write_header_to_file()
@@ -234,12 +255,23 @@ def test_gguf_q4_0_graph_equals_its_dequantized_float_graph(tmp_path):
     from converter.variants import VARIANTS
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     write_q4_0_gguf(tmp_path / "tiny.gguf", LlamaForCausalLM(cfg).eval())
     reader = GGUFTensorReader(tmp_path / "tiny.gguf")
-    feeds = {"input_ids": np.array([[1, 5, 9, 33, 2, 70]]), "attention_mask": np.ones((1, 6), np.int64),
-             "position_ids": np.arange(6)[None]}
+    feeds = {
+        "input_ids": np.array([[1, 5, 9, 33, 2, 70]]),
+        "attention_mask": np.ones((1, 6), np.int64),
+        "position_ids": np.arange(6)[None],
+    }
     feeds |= {f"past_key_values.{i}.{k}": np.zeros((1, 2, 0, 16), np.float32) for i in range(2) for k in ("key", "value")}
     logits = {}
     for name, spec in (("fp32", QuantSpec()), ("q4", QuantSpec(lm_head_bits=0, embedding=False))):
@@ -253,6 +285,7 @@ def test_gguf_q4_0_graph_equals_its_dequantized_float_graph(tmp_path):
 
 
 # ---------------------------------------------------------------- GraphBuilder
+
 
 def test_builder_shards_weights_and_refuses_duplicates(tmp_path):
     import onnxruntime as ort

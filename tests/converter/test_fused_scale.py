@@ -22,9 +22,18 @@ from pathlib import Path
 
 import pytest
 
-LLAMA2_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-             "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096,
-             "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False}
+LLAMA2_7B = {
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+}
 RSS_LIMIT = 8 << 30
 
 
@@ -37,8 +46,7 @@ def write_random_llama(folder: Path, n_layers: int, stories_dir: Path) -> None:
     from converter.sources.llama2c import build_tokenizer, read_tokenizer_bin
 
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = LlamaConfig(**{**LLAMA2_7B, "num_hidden_layers": n_layers}, architectures=["LlamaForCausalLM"],
-                      torch_dtype="float16")
+    cfg = LlamaConfig(**{**LLAMA2_7B, "num_hidden_layers": n_layers}, architectures=["LlamaForCausalLM"], torch_dtype="float16")
     cfg.save_pretrained(folder)
     build_tokenizer(*read_tokenizer_bin(stories_dir / "tok512.bin", 512)).save_pretrained(folder)
     g = torch.Generator().manual_seed(0)
@@ -51,15 +59,23 @@ def write_random_llama(folder: Path, n_layers: int, stories_dir: Path) -> None:
     index = {}
     for i in range(n_layers):
         p = f"model.layers.{i}."
-        shard = {p + "input_layernorm.weight": torch.ones(d, dtype=torch.float16),
-                 p + "post_attention_layernorm.weight": torch.ones(d, dtype=torch.float16)}
+        shard = {
+            p + "input_layernorm.weight": torch.ones(d, dtype=torch.float16),
+            p + "post_attention_layernorm.weight": torch.ones(d, dtype=torch.float16),
+        }
         shard |= {p + f"self_attn.{n}_proj.weight": sq.roll(k, 0).contiguous() for k, n in enumerate("qkvo")}
-        shard |= {p + "mlp.gate_proj.weight": up.roll(i, 0).contiguous(), p + "mlp.up_proj.weight": up,
-                  p + "mlp.down_proj.weight": down.roll(i, 0).contiguous()}
+        shard |= {
+            p + "mlp.gate_proj.weight": up.roll(i, 0).contiguous(),
+            p + "mlp.up_proj.weight": up,
+            p + "mlp.down_proj.weight": down.roll(i, 0).contiguous(),
+        }
         save_file(shard, folder / f"model-{i:05d}.safetensors", metadata={"format": "pt"})
         index |= {k: f"model-{i:05d}.safetensors" for k in shard}
-    rest = {"model.embed_tokens.weight": rnd(v, d), "lm_head.weight": rnd(v, d),
-            "model.norm.weight": torch.ones(d, dtype=torch.float16)}
+    rest = {
+        "model.embed_tokens.weight": rnd(v, d),
+        "lm_head.weight": rnd(v, d),
+        "model.norm.weight": torch.ones(d, dtype=torch.float16),
+    }
     save_file(rest, folder / "model-rest.safetensors", metadata={"format": "pt"})
     index |= {k: "model-rest.safetensors" for k in rest}
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
@@ -67,13 +83,16 @@ def write_random_llama(folder: Path, n_layers: int, stories_dir: Path) -> None:
 
 def convert_and_measure(src: Path, out: Path, graph: str = "fused") -> tuple[int, float]:
     """Convert in a child process (q4, no verify); returns (peak RSS bytes of that child, seconds)."""
-    code = ("import resource; from converter import ConvertOptions, convert; from converter.variants import parse_variants; "
-            f"convert({str(src)!r}, {str(out)!r}, ConvertOptions(variants=parse_variants('q4'), graph={graph!r}, "
-            "verify=False, force=True, progress=False)); "
-            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    code = (
+        "import resource; from converter import ConvertOptions, convert; from converter.variants import parse_variants; "
+        f"convert({str(src)!r}, {str(out)!r}, ConvertOptions(variants=parse_variants('q4'), graph={graph!r}, "
+        "verify=False, force=True, progress=False)); "
+        "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
     t = time.time()
-    r = subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True
+    )
     rss_kib = int(next(ln for ln in r.stdout.splitlines() if ln.startswith("MAXRSS")).split()[1])
     return rss_kib * 1024, time.time() - t
 
@@ -91,8 +110,13 @@ def run(root: Path, n_layers: int = 32, graph: str = "fused") -> dict:
     rss, seconds = convert_and_measure(src, out, graph)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     shutil.rmtree(out, ignore_errors=True)
-    return {"graph": graph, "layers": n_layers, "peak_rss_gib": round(rss / (1 << 30), 2), "seconds": round(seconds, 1),
-            "bundle_gb": round(size / 1e9, 2)}
+    return {
+        "graph": graph,
+        "layers": n_layers,
+        "peak_rss_gib": round(rss / (1 << 30), 2),
+        "seconds": round(seconds, 1),
+        "bundle_gb": round(size / 1e9, 2),
+    }
 
 
 @pytest.mark.skipif(not os.environ.get("WEBLLAMA_SCALE_TEST"), reason="scale test: set WEBLLAMA_SCALE_TEST=1 (~14 GB disk)")
@@ -104,5 +128,8 @@ def test_llama2_7b_shaped_q4_in_bounded_memory():
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 32,
-                         sys.argv[3] if len(sys.argv) > 3 else "fused")))
+    print(
+        json.dumps(
+            run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 32, sys.argv[3] if len(sys.argv) > 3 else "fused")
+        )
+    )

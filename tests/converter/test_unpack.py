@@ -30,10 +30,12 @@ def test_unpacked_matmul_equals_matmulnbits(tmp_path, k, symmetric):
     n = 48
     w = rng.standard_normal((k, n)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, n])],
-        [numpy_helper.from_array(w, "w")])
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     q = _run_quantizer(model, QuantSpec(block_size=32, symmetric=symmetric), 4, ("MatMul",), [])
     assert [nd.op_type for nd in q.graph.node] == ["MatMulNBits"]

@@ -25,7 +25,7 @@ def browser_lm(s260_bundle):
         pytest.fail(f"{WEB}/node_modules is missing: run `cd web && npm ci`")
     from evalsuite.backends.browser import BrowserLM
 
-    lm = BrowserLM(pretrained=str(s260_bundle), variant="q4", device="wasm", batch_size=64)
+    lm = BrowserLM(pretrained=str(s260_bundle), variant="q4", device="wasm", batch_size=64, threads=1)
     yield lm
     lm.close()
 
@@ -42,7 +42,9 @@ def test_browser_wasm_agrees_with_onnx_per_item(browser_lm, s260_bundle, small_d
         assert choice(a[key]) == choice(b[key]), key  # same answer, same greedy flag, same generated text
         assert close(a[key], b[key], rel=1e-3, abs_=1e-2), key
     assert browser_lm.session is session and session.info["execution_provider"] == "wasm"
-    assert got["webllama"]["model"]["device"] == "wasm"
+    model = got["webllama"]["model"]
+    assert model["device"] == "wasm" and model["num_threads"] == 1  # threads= reaches the page
+    assert model["graph_file"].endswith("_wasm.onnx")  # int4 on WASM runs the dequantize-at-load graph
 
 
 def test_browser_refuses_sampling(browser_lm):

@@ -99,6 +99,23 @@ def test_user_task_runs_beside_the_offline_tasks(tmp_path, s260_bundle, small_da
     assert "include_paths" in capsys.readouterr().err
 
 
+def test_edited_user_task_is_another_run(tmp_path, s260_bundle, toy_task, capsys):
+    """Same folder, edited YAML: the cached answers of the old task must not be reused."""
+    import shutil
+
+    task = tmp_path / "tasks"
+    shutil.copytree(toy_task, task)
+    out = tmp_path / "run"
+    args = ["--backend", "onnx", "--variant", "q4", "--tasks", "toy_story", "--limit", "2", "--include-path", str(task)]
+    assert main(_eval(s260_bundle, out, *args)) == 0
+    assert main(_eval(s260_bundle, out, *args)) == 0  # unchanged: resumes
+    yaml = task / "toy_story.yaml"
+    yaml.write_text(yaml.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(_eval(s260_bundle, out, *args)) != 0
+    assert "include_paths_sha256" in capsys.readouterr().err
+
+
 def test_user_task_without_a_data_dir(tmp_path, s260_bundle, toy_task, monkeypatch):
     monkeypatch.delenv("WEBLLAMA_DATA_DIR", raising=False)
     out = tmp_path / "run"

@@ -21,12 +21,24 @@ import pytest
 WEB = Path(__file__).resolve().parents[2] / "web"
 CHROMIUM = os.environ.get("WEBLLAMA_CHROMIUM", "/usr/bin/chromium")
 BASE_ARGS = [
-    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
-HEAVY_OPS = {"MatMul", "MatMulNBits", "GatherBlockQuantized", "Softmax", "GroupQueryAttention",
-             "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "RotaryEmbedding"}
+HEAVY_OPS = {
+    "MatMul",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+    "Softmax",
+    "GroupQueryAttention",
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "RotaryEmbedding",
+}
 
 
 def node_modules_ready() -> bool:

@@ -36,8 +36,7 @@ def chat_once(pg, text: str, max_tokens: int = 8):
 
 
 def wait_loaded(pg):
-    pg.wait_for_function("!document.querySelector('#prompt').disabled || !document.querySelector('#error').hidden",
-                         timeout=300_000)
+    pg.wait_for_function("!document.querySelector('#prompt').disabled || !document.querySelector('#error').hidden", timeout=300_000)
     assert pg.is_hidden("#error"), pg.inner_text("#error")
 
 
@@ -131,7 +130,8 @@ def test_chat_api_context_kv_reuse_seed_and_stop(page, s260_server):
     msgs = [{"role": "user", "content": "Once upon a time"}]
     # Context full: prompt + max_tokens > 512.
     err = page.evaluate(
-        "(m) => webllama.chat({messages: m, max_tokens: 600}).then(() => 'ok', (e) => `${e.name}: ${e.message}`)", msgs)
+        "(m) => webllama.chat({messages: m, max_tokens: 600}).then(() => 'ok', (e) => `${e.name}: ${e.message}`)", msgs
+    )
     assert err.startswith("ContextFullError") and "context length 512" in err, err
     # Multi-turn: the second turn reuses the first turn's KV cache.
     first = page.evaluate("(m) => webllama.chat({messages: m, max_tokens: 12, temperature: 0})", msgs)

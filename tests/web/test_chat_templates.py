@@ -28,8 +28,13 @@ def template_bundles(tmp_path_factory, stories_dir):
     """stories260K converted with --chat-template vicuna, then one copy per other template."""
     root = tmp_path_factory.mktemp("templates")
     first = root / "vicuna"
-    convert(str(stories_dir), first, ConvertOptions(variants=parse_variants("q4"), progress=False, verify=False,
-                                                    customization=Customization(chat_template="vicuna")))
+    convert(
+        str(stories_dir),
+        first,
+        ConvertOptions(
+            variants=parse_variants("q4"), progress=False, verify=False, customization=Customization(chat_template="vicuna")
+        ),
+    )
     for name, text in TEMPLATES.items():
         if name == "vicuna":
             continue

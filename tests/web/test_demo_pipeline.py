@@ -19,8 +19,22 @@ RUNTIMES = {"native", "onnx", "browser-wasm"}
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory, stories_dir, benchmarks_dir):
     work = tmp_path_factory.mktemp("demo")
-    cmd = [sys.executable, "-m", "converter.cli", "demo", str(stories_dir), "--workdir", str(work), "--tasks",
-           "arc_easy,piqa", "--limit", "8", "--no-serve", "--data-dir", str(benchmarks_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "converter.cli",
+        "demo",
+        str(stories_dir),
+        "--workdir",
+        str(work),
+        "--tasks",
+        "arc_easy,piqa",
+        "--limit",
+        "8",
+        "--no-serve",
+        "--data-dir",
+        str(benchmarks_dir),
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # resumes: every step skipped
@@ -31,12 +45,24 @@ def demo_dir(tmp_path_factory, stories_dir, benchmarks_dir):
 
 def test_demo_writes_the_leaderboard_with_every_runtime(demo_dir):
     board = demo_dir / "leaderboard"
-    for name in ("index.html", "leaderboard.md", "leaderboard.csv", "leaderboard.json",
-                 "accuracy_vs_size.png", "accuracy_vs_size.svg", "deltas_vs_native.png", "deltas_vs_native.svg"):
+    for name in (
+        "index.html",
+        "leaderboard.md",
+        "leaderboard.csv",
+        "leaderboard.json",
+        "accuracy_vs_size.png",
+        "accuracy_vs_size.svg",
+        "deltas_vs_native.png",
+        "deltas_vs_native.svg",
+    ):
         assert (board / name).stat().st_size > 0, name
     rows = json.loads((board / "leaderboard.json").read_text())["rows"]
     assert {(r["variant"], r["runtime"]) for r in rows} == {
-        ("source", "native"), ("q4", "onnx"), ("fp32", "onnx"), ("q4", "browser-wasm")}
+        ("source", "native"),
+        ("q4", "onnx"),
+        ("fp32", "onnx"),
+        ("q4", "browser-wasm"),
+    }
     by = {(r["variant"], r["runtime"]): r for r in rows}
     for r in rows:
         assert set(r["scores"]) == {"arc_easy", "piqa"}

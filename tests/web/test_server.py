@@ -21,13 +21,28 @@ def make_bundle(folder: Path, name: str = "tiny") -> Path:
     (folder / "onnx").mkdir(parents=True)
     (folder / "onnx" / "model_q4.onnx_data").write_bytes(PAYLOAD)
     (folder / "onnx" / "model_q4.onnx").write_bytes(b"graph")
-    files = [{"path": p, "size": (folder / p).stat().st_size, "sha256": hashlib.sha256((folder / p).read_bytes()).hexdigest()}
-             for p in ("onnx/model_q4.onnx", "onnx/model_q4.onnx_data")]
-    manifest = {"schema_version": 1, "format": "webllama-bundle", "name": name, "context_length": 64,
-                "architecture": "llama", "num_parameters": 10, "tokenizer": {"has_chat_template": False},
-                "variants": {"q4": {"model": "onnx/model_q4.onnx", "external_data": ["onnx/model_q4.onnx_data"],
-                                    "bytes": len(PAYLOAD), "requires_webgpu_features": []}},
-                "files": files}
+    files = [
+        {"path": p, "size": (folder / p).stat().st_size, "sha256": hashlib.sha256((folder / p).read_bytes()).hexdigest()}
+        for p in ("onnx/model_q4.onnx", "onnx/model_q4.onnx_data")
+    ]
+    manifest = {
+        "schema_version": 1,
+        "format": "webllama-bundle",
+        "name": name,
+        "context_length": 64,
+        "architecture": "llama",
+        "num_parameters": 10,
+        "tokenizer": {"has_chat_template": False},
+        "variants": {
+            "q4": {
+                "model": "onnx/model_q4.onnx",
+                "external_data": ["onnx/model_q4.onnx_data"],
+                "bytes": len(PAYLOAD),
+                "requires_webgpu_features": [],
+            }
+        },
+        "files": files,
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -82,12 +97,21 @@ def test_cross_origin_isolation_headers_everywhere(client):
         assert r.headers["Cross-Origin-Resource-Policy"] == "same-origin", path
 
 
-@pytest.mark.parametrize("path", [
-    "/bundles/tiny/../secret.txt", "/bundles/tiny/%2e%2e/secret.txt", "/bundles/tiny/..%2fsecret.txt",
-    "/bundles/tiny/onnx/../../secret.txt", "/bundles/tiny//etc/passwd", "/bundles/nope/manifest.json",
-    "/static/../server.py", "/engine/%2e%2e/server.py", "/vendor/ort/../../package.json",
-    "/vendor/notapkg/index.js",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/bundles/tiny/../secret.txt",
+        "/bundles/tiny/%2e%2e/secret.txt",
+        "/bundles/tiny/..%2fsecret.txt",
+        "/bundles/tiny/onnx/../../secret.txt",
+        "/bundles/tiny//etc/passwd",
+        "/bundles/nope/manifest.json",
+        "/static/../server.py",
+        "/engine/%2e%2e/server.py",
+        "/vendor/ort/../../package.json",
+        "/vendor/notapkg/index.js",
+    ],
+)
 def test_path_traversal_is_refused(client, path):
     r = client.get(path)
     assert r.status_code in (404, 400), (path, r.status_code)
@@ -118,8 +142,7 @@ def leaderboard_rows():
     from evalsuite.leaderboard import Row, Score
 
     native = Row("tiny", "source", "native", "abc", {"arc_easy": Score("acc,none", 0.42, 0.02)}, 2_000_000, 4.0)
-    q4 = Row("tiny", "q4", "browser-wasm", "abc", {"arc_easy": Score("acc,none", 0.40, 0.02, delta=-0.02, p_value=0.3)},
-             600_000, 0.6)
+    q4 = Row("tiny", "q4", "browser-wasm", "abc", {"arc_easy": Score("acc,none", 0.40, 0.02, delta=-0.02, p_value=0.3)}, 600_000, 0.6)
     return [native, q4]
 
 
@@ -138,16 +161,21 @@ def test_leaderboard_folder_is_served_with_its_files(tmp_path, bundle):
     assert page.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
     # Every relative URL of the page resolves under /leaderboard/.
     links = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.get_data(as_text=True))
-    assert {"accuracy_vs_size.png", "deltas_vs_native.png", "leaderboard.md", "leaderboard.csv",
-            "leaderboard.json"} <= set(links)
+    assert {"accuracy_vs_size.png", "deltas_vs_native.png", "leaderboard.md", "leaderboard.csv", "leaderboard.json"} <= set(links)
     for link in links:
         got = c.get(f"/leaderboard/{link}")
         assert got.status_code == 200 and got.data == (lb / link).read_bytes(), link
     assert c.get("/leaderboard/accuracy_vs_size.png").headers["Content-Type"] == "image/png"
     assert c.get("/leaderboard/deltas_vs_native.svg").headers["Content-Type"].startswith("image/svg+xml")
     assert c.get("/leaderboard/leaderboard.csv").headers["Content-Type"].startswith("text/csv")
-    for bad in ("/leaderboard/../secret.txt", "/leaderboard/%2e%2e/secret.txt", "/leaderboard/..%2fsecret.txt",
-                "/leaderboard//etc/passwd", "/leaderboard/notes.py", "/leaderboard/nope.png"):
+    for bad in (
+        "/leaderboard/../secret.txt",
+        "/leaderboard/%2e%2e/secret.txt",
+        "/leaderboard/..%2fsecret.txt",
+        "/leaderboard//etc/passwd",
+        "/leaderboard/notes.py",
+        "/leaderboard/nope.png",
+    ):
         got = c.get(bad)
         assert got.status_code in (400, 404) and b"do not serve" not in got.data, bad
 

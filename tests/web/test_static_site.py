@@ -103,7 +103,10 @@ class StaticServer:
     def __init__(self, folder: Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(folder)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         line = self.proc.stdout.readline()  # "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
         port = re.search(r"port (\d+)", line)
         if not port:
@@ -165,8 +168,10 @@ def readme_rows():
 
     def scores(arc: float, arc_se: float, delta=None, agreement=None) -> dict:
         vs_native = {} if delta is None else {"delta": 0.0, "p_value": 1.0, "agreement": 1.0}
-        return {"arc_easy": Score("acc,none", arc, arc_se, delta, None if delta is None else 1.0, agreement),
-                "piqa": Score("acc,none", 0.4, 0.1123903, **vs_native)}
+        return {
+            "arc_easy": Score("acc,none", arc, arc_se, delta, None if delta is None else 1.0, agreement),
+            "piqa": Score("acc,none", 0.4, 0.1123903, **vs_native),
+        }
 
     sha = "9e7cf111e5ad6674dc05043ccba49651476bf2dbfd18997a9ac6d32ad52db9ba"
     return [

@@ -12,9 +12,11 @@ import numpy as np
 
 from evalsuite.bench.schema import BenchError
 
-INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
-           'CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" CXXFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" '
-           "pip install --no-binary llama-cpp-python llama-cpp-python==0.3.36")
+INSTALL = (
+    'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '
+    'CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" CXXFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" '
+    "pip install --no-binary llama-cpp-python llama-cpp-python==0.3.36"
+)
 
 
 class LlamaCppRunner:
@@ -37,8 +39,16 @@ class LlamaCppRunner:
 
         self.llm = None
         t0 = time.perf_counter()
-        self.llm = Llama(self.path, n_ctx=self.n_ctx, n_batch=512, n_ubatch=512, n_threads=self.threads,
-                         n_threads_batch=self.threads, logits_all=False, verbose=False)
+        self.llm = Llama(
+            self.path,
+            n_ctx=self.n_ctx,
+            n_batch=512,
+            n_ubatch=512,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            logits_all=False,
+            verbose=False,
+        )
         dt = time.perf_counter() - t0
         self.vocab_size = self.llm.n_vocab()
         self.bos_token_id = self.llm.token_bos()
@@ -69,8 +79,10 @@ class LlamaCppRunner:
     def info(self) -> dict:
         import llama_cpp
 
-        return {"system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
-                "versions": {"llama_cpp_python": llama_cpp.__version__}}
+        return {
+            "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+            "versions": {"llama_cpp_python": llama_cpp.__version__},
+        }
 
 
 def make_runner(req) -> LlamaCppRunner:

@@ -142,8 +142,13 @@ def _attach_model_facts(runner: PageRunner, bundle, variant: str) -> PageRunner:
 
 def make_webllama_runner(req) -> PageRunner:
     bundle, server, variant = _bundle_common(req)
-    opts = {"bundleUrl": f"/bundles/{server.slug}/", "variant": variant, "device": req.device, "numThreads": req.threads,
-            "unpackInt4": req.unpack_int4}
+    opts = {
+        "bundleUrl": f"/bundles/{server.slug}/",
+        "variant": variant,
+        "device": req.device,
+        "numThreads": req.threads,
+        "unpackInt4": req.unpack_int4,
+    }
     return _attach_model_facts(PageRunner("webllama", req, server, opts), bundle, variant)
 
 
