@@ -51,6 +51,10 @@ class OrtModel:
             raise ValueError(f"graph must be 'default' or 'wasm', not {graph!r}")
         self.graph = graph
         self.session = ort.InferenceSession(str(self.bundle.root / model), opts, providers=[provider])
+        # A fused bundle's WASM graph has decomposed attention for one unpadded sequence (what the browser
+        # engine feeds); padded batches would silently attend to padding there.
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.single_sequence = meta.get("webllama.single_sequence") == "1"
         self.tokenizer = Tokenizer.from_file(str(self.bundle.root / "tokenizer.json"))
         cfg = self.bundle.manifest["config"]
         self.n_layers = cfg["num_hidden_layers"]
@@ -71,6 +75,11 @@ class OrtModel:
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, past: dict[str, np.ndarray]):
         """One step: logits (B, T, V) float32 and the new cache."""
         seq = input_ids.shape[1]
+        if self.single_sequence and (input_ids.shape[0] != 1 or not np.all(attention_mask)):
+            raise BundleError(
+                f"{self.bundle.root}: the {self.graph} graph of {self.variant} runs one unpadded sequence at a time "
+                f"(got batch {input_ids.shape[0]}, padded: {not np.all(attention_mask)}); use graph='default' for batches"
+            )
         # Position of each token = number of real tokens before it (HF's convention for padding).
         position_ids = np.clip(np.cumsum(attention_mask, axis=1) - 1, 0, None)[:, -seq:]
         feeds = {

@@ -22,6 +22,9 @@ keep the transient memory of the fold near 2x the float32 weights (an unpack wit
 Sub/Mul took ~6x: 2.5 GB for SmolLM2). Float32 weights must fit a 4 GiB wasm32 heap: the graph is
 written only up to `FP32_BUDGET`.
 
+Fused graphs also get their GroupQueryAttention unfused to MatMul/Softmax (converter/quant/unfuse_attention.py:
+onnxruntime-web's WASM GroupQueryAttention is slow); that part holds for one unpadded sequence only.
+
 Layouts follow the MatMulNBits contract (onnxruntime docs/ContribOperators.md): B uint8 (N, n_blocks,
 block/2), scales (N * n_blocks) or (N, n_blocks), zero_points uint8 (N, ceil(n_blocks/2)) packed per row
 (default 8 when absent).
@@ -34,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from converter.quant.unfuse_attention import unfuse_gqa
 
 FP32_BUDGET = 2 * 2**30  # bytes of dequantized float32 weights the WASM graph may create at load
 
@@ -159,7 +164,7 @@ def write_wasm_graph(root: Path, entry: dict) -> str | None:
     size = float_weight_bytes(model)
     if size == 0 or size > FP32_BUDGET:
         return None
-    wasm = unpack_int4(model, path.parent)
+    wasm = unfuse_gqa(unpack_int4(model, path.parent))  # fused graphs: WASM's GroupQueryAttention is slow
     dest = path.with_name(path.stem + "_wasm.onnx")
     onnx.save(wasm, str(dest))
     return str(Path(entry["model"]).with_name(dest.name))

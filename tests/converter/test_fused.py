@@ -13,6 +13,7 @@ import onnx
 import pytest
 
 from converter import ConvertOptions, convert, open_bundle
+from converter.errors import BundleError
 from converter.ort_model import OrtModel
 from converter.variants import parse_variants
 from converter.verify import VERIFY_TEXT, logit_stats
@@ -31,9 +32,9 @@ def node_count(bundle: Path, variant: str) -> int:
     return len(onnx.load(str(bundle / spec["model"]), load_external_data=False).graph.node)
 
 
-def compare(ref: Path, got: Path, variant: str, n_tokens: int = 128, n_greedy: int = 32) -> dict:
-    """Teacher-forced logits and greedy tokens of two bundles on onnxruntime CPU."""
-    a, b = OrtModel(ref, variant), OrtModel(got, variant)
+def compare(ref: Path, got: Path, variant: str, n_tokens: int = 128, n_greedy: int = 32, got_graph: str = "default") -> dict:
+    """Teacher-forced logits and greedy tokens of two bundles (or two graphs of one) on onnxruntime CPU."""
+    a, b = OrtModel(ref, variant), OrtModel(got, variant, graph=got_graph)
     ids = a.tokenizer.encode(VERIFY_TEXT).ids[: min(n_tokens, a.context_length - 1)]
     max_diff, _, top1 = logit_stats(a.forward(np.array([ids]))[0], b.forward(np.array([ids]))[0])
     prompt = a.tokenizer.encode("Once upon a time").ids
@@ -54,6 +55,21 @@ def assert_q4_parity(ref: Path, got: Path) -> None:
     assert c["max_diff"] < Q4_LOGIT_TOL and c["top1"] == 1.0 and c["greedy_equal"], c
 
 
+def assert_wasm_graph_parity(bundle: Path) -> None:
+    """The q4 variant's WASM graph (int4 dequantized at load, GroupQueryAttention unfused to MatMul/Softmax,
+    converter/quant/unfuse_attention.py) gives the q4 graph's logits and greedy tokens, and refuses batches."""
+    spec = open_bundle(bundle).variant("q4")
+    ops = {n.op_type for n in onnx.load(str(bundle / spec["wasm_model"]), load_external_data=False).graph.node}
+    assert not ops & {"GroupQueryAttention", "MatMulNBits"} and "Softmax" in ops, ops
+    c = compare(bundle, bundle, "q4", got_graph="wasm")
+    assert c["max_diff"] < Q4_LOGIT_TOL and c["top1"] == 1.0 and c["greedy_equal"], c
+    wasm = OrtModel(bundle, "q4", graph="wasm")
+    with pytest.raises(BundleError, match="one unpadded sequence"):
+        wasm.forward(np.array([[5, 6, 7], [5, 6, 7]]))
+    with pytest.raises(BundleError, match="one unpadded sequence"):
+        wasm.forward(np.array([[5, 6, 7]]), np.array([[0, 1, 1]]))
+
+
 # ---------------------------------------------------------------- stories260K (llama2.c, head_dim 8)
 
 
@@ -64,6 +80,7 @@ def test_stories260k_fused_matches_reference(tmp_path, stories_dir, s260_bundle)
     # head_dim 8: GroupQueryAttention cannot rotate it, RotaryEmbedding runs before it
     assert node_count(out, "q4") * 4 < node_count(s260_bundle, "q4")
     assert open_bundle(out).manifest["variants"]["q4"]["graph"] == "fused"
+    assert_wasm_graph_parity(out)  # rotary outside the attention (RotaryEmbedding, do_rotary=0)
 
 
 # ---------------------------------------------------------------- tiny random Llama (GQA, llama3 rope)
@@ -87,6 +104,7 @@ def test_tiny_gqa_llama3_fused_matches_reference(tiny_pair):
     ops = {n.op_type for n in onnx.load(str(out / "onnx/model_q4.onnx"), load_external_data=False).graph.node}
     assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "MatMulNBits", "GatherBlockQuantized"} <= ops
     assert all(f < r / 4 for r, f in counts.values()), counts
+    assert_wasm_graph_parity(out)  # packed QKV, rotary (llama3-scaled caches) inside GroupQueryAttention, 4 heads over 2
     assert [i["name"] for i in open_bundle(out).variant("q4")["inputs"]] == [
         i["name"] for i in open_bundle(ref).variant("q4")["inputs"]
     ]
@@ -190,6 +208,7 @@ def test_smollm2_fused_matches_reference(smollm2_fused, smollm2_bundle):
     ref_nodes, fused_nodes = node_count(smollm2_bundle, "q4"), node_count(smollm2_fused, "q4")
     assert fused_nodes < 12 * 30 + 40 < ref_nodes, (ref_nodes, fused_nodes)  # 11 nodes per layer
     assert open_bundle(smollm2_fused).manifest["tokenizer"] == open_bundle(smollm2_bundle).manifest["tokenizer"]
+    assert_wasm_graph_parity(smollm2_fused)  # packed QKV, rotary inside GroupQueryAttention, 9 heads over 3
 
 
 # ---------------------------------------------------------------- GGUF Q4_0: transcoded, not requantized
