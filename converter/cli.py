@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         choices=[0, 1, 2, 3, 4],
         help="MatMulNBits accuracy_level (CPU compute type; default: kernel's own, float32). 4 = int8 "
-        "activations: SmolLM2 CPU decode 1.22x, prefill 0.79x, same top-1 (benchmarks/README.md)",
+        "activations: SmolLM2 CPU decode 1.2-1.4x, prefill ~0.78x, same top-1 (benchmarks/README.md)",
     )
     p.add_argument(
         "--lm-head-bits",
