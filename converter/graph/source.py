@@ -39,29 +39,7 @@ def open_reader(spec: str, revision: str | None = None) -> TensorReader:
     ckpt, _ = llama2c._find_files(path)
     header = llama2c.read_header(ckpt)
     llama2c.check_size(ckpt, header)
-    return Llama2cReader(ckpt, _llama2c_config(header), header)
-
-
-def _llama2c_config(h):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=h.vocab_size,
-        hidden_size=h.dim,
-        intermediate_size=h.hidden_dim,
-        num_hidden_layers=h.n_layers,
-        num_attention_heads=h.n_heads,
-        num_key_value_heads=h.n_kv_heads,
-        max_position_embeddings=h.seq_len,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=h.shared_classifier,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=None,
-        torch_dtype="float32",
-        architectures=["LlamaForCausalLM"],
-    )
+    return Llama2cReader(ckpt, llama2c.hf_config(header), header)
 
 
 def _meta_model(config):

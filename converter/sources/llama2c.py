@@ -244,18 +244,11 @@ def detect(path: Path) -> bool:
     return 0 < dim < 65536 and 0 < layers < 1024 and 0 < heads <= dim and 0 < kv <= heads and vocab != 0
 
 
-def load(path: Path, revision: str | None = None) -> LoadedSource:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def hf_config(h):
+    """The transformers LlamaConfig of a llama2.c header (llama2.c's fixed eps, theta and token ids)."""
+    from transformers import LlamaConfig
 
-    ckpt, tok_path = _find_files(path)
-    h = read_header(ckpt)
-    if h.dim % h.n_heads or h.n_heads % h.n_kv_heads:
-        raise BadFormat(f"{ckpt}: header dim={h.dim} heads={h.n_heads} kv_heads={h.n_kv_heads} is inconsistent")
-    weights = read_weights(ckpt, h)
-    pieces, scores = read_tokenizer_bin(tok_path, h.vocab_size)
-    tokenizer = build_tokenizer(pieces, scores)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=h.vocab_size,
         hidden_size=h.dim,
         intermediate_size=h.hidden_dim,
@@ -272,6 +265,20 @@ def load(path: Path, revision: str | None = None) -> LoadedSource:
         torch_dtype="float32",
         architectures=["LlamaForCausalLM"],
     )
+
+
+def load(path: Path, revision: str | None = None) -> LoadedSource:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    ckpt, tok_path = _find_files(path)
+    h = read_header(ckpt)
+    if h.dim % h.n_heads or h.n_heads % h.n_kv_heads:
+        raise BadFormat(f"{ckpt}: header dim={h.dim} heads={h.n_heads} kv_heads={h.n_kv_heads} is inconsistent")
+    weights = read_weights(ckpt, h)
+    pieces, scores = read_tokenizer_bin(tok_path, h.vocab_size)
+    tokenizer = build_tokenizer(pieces, scores)
+    config = hf_config(h)
     model = LlamaForCausalLM(config)
     state = {k: torch.from_numpy(v) for k, v in to_hf_state_dict(weights, h).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -18,17 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from evalsuite.backends.browser import BASE_ARGS, WEBGPU_ARGS  # one Chromium command line for tests and evals
+
 WEB = Path(__file__).resolve().parents[2] / "web"
 CHROMIUM = os.environ.get("WEBLLAMA_CHROMIUM", "/usr/bin/chromium")
-BASE_ARGS = [
-    "--no-sandbox",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
+
 HEAVY_OPS = {
     "MatMul",
     "MatMulNBits",
