@@ -23,10 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evalsuite.bench.compare import conversion_lines, graph_lines, ratio_lines, results_table, target_lines  # noqa: E402
-from evalsuite.bench.machine import machine_info, memory_bandwidth  # noqa: E402
+from webllama.evalsuite.bench.compare import conversion_lines, graph_lines, ratio_lines, results_table, target_lines  # noqa: E402
+from webllama.evalsuite.bench.machine import machine_info, memory_bandwidth  # noqa: E402
 
-WEBLLAMA = [sys.executable, "-m", "converter.cli"]
+WEBLLAMA = [sys.executable, "-m", "webllama.converter.cli"]
 
 
 def bench(out: Path, name: str, target: Path, runtime: str, args: argparse.Namespace, *extra: str) -> dict | None:
@@ -93,7 +93,7 @@ def convert_cost(source: Path, work: Path, variant: str, extra: tuple[str, ...] 
 
 
 def ensure_q4_0(source_gguf: Path, out: Path) -> Path:
-    from evalsuite.bench.gguf_q4 import write_q4_0
+    from webllama.evalsuite.bench.gguf_q4 import write_q4_0
 
     dest = out / "smollm2-135m-instruct-q4_0.gguf"
     return dest if dest.exists() else write_q4_0(source_gguf, dest)
@@ -101,9 +101,9 @@ def ensure_q4_0(source_gguf: Path, out: Path) -> Path:
 
 def ensure_bundle(source_gguf: Path, dest: Path, graph: str, embedding: bool = True, accuracy_level: int | None = None) -> Path:
     """Convert SOURCE_GGUF to a q4 bundle at DEST unless one is there (no verification: this is benchmark input)."""
-    from converter import ConvertOptions, convert
-    from converter.quant.int4 import QuantSpec
-    from converter.variants import parse_variants
+    from webllama.converter import ConvertOptions, convert
+    from webllama.converter.quant.int4 import QuantSpec
+    from webllama.converter.variants import parse_variants
 
     if not (dest / "manifest.json").exists():
         convert(
@@ -131,8 +131,7 @@ def graph_stats(bundles: dict[str, Path], variant: str = "q4") -> dict:
     from collections import Counter
 
     import onnx
-
-    from converter.manifest import open_bundle
+    from webllama.converter.manifest import open_bundle
 
     out = {}
     for name, root in bundles.items():
@@ -163,7 +162,7 @@ def main() -> int:
         type=Path,
         help="the same model converted with --graph fused (default: converted into OUT/work)",
     )
-    ap.add_argument("--source", default=None, type=Path, help="SmolLM2 GGUF (default: converter.sources.smollm2_gguf())")
+    ap.add_argument("--source", default=None, type=Path, help="SmolLM2 GGUF (default: webllama.converter.sources.smollm2_gguf())")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--load-runs", type=int, default=3)
@@ -171,7 +170,7 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma-separated run names to skip (e.g. browser-webgpu-q4,convert)")
     ap.add_argument("--force", action="store_true", help="measure again even where OUT/NAME.json exists")
     args = ap.parse_args()
-    from converter.sources import smollm2_gguf
+    from webllama.converter.sources import smollm2_gguf
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,7 @@ sys.path.insert(0, str(REPO))
 
 def variant_copy(bundle: Path, variant: str, level: int, work: Path) -> Path:
     import onnx
-
-    from converter.manifest import open_bundle, sha256_of
+    from webllama.converter.manifest import open_bundle, sha256_of
 
     b = open_bundle(bundle)
     spec = b.variant(variant)
@@ -60,8 +59,8 @@ def variant_copy(bundle: Path, variant: str, level: int, work: Path) -> Path:
 
 
 def main() -> int:
-    from evalsuite.bench.measure import prompt_ids
-    from evalsuite.bench.runners.onnx import OrtRunner
+    from webllama.evalsuite.bench.measure import prompt_ids
+    from webllama.evalsuite.bench.runners.onnx import OrtRunner
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)

@@ -63,10 +63,9 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=10)
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
-
-    from converter.manifest import open_bundle
-    from evalsuite.backends.browser import BASE_ARGS
-    from evalsuite.bench.web_server import BenchServer
+    from webllama.converter.manifest import open_bundle
+    from webllama.evalsuite.backends.browser import BASE_ARGS
+    from webllama.evalsuite.bench.web_server import BenchServer
 
     b = open_bundle(a.bundle)
     v = b.variant(a.variant)

@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
-
-from converter.customize import Customization
-from converter.errors import DiskFull, OutputExists
-from converter.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, list_files, write_json_atomic
-from converter.onnx_io import graph_io, save_sharded
-from converter.quant.int4 import QuantSpec
-from converter.sources.base import LoadedSource
-from converter.variants import Variant
+from webllama.converter.customize import Customization
+from webllama.converter.errors import DiskFull, OutputExists
+from webllama.converter.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, list_files, write_json_atomic
+from webllama.converter.onnx_io import graph_io, save_sharded
+from webllama.converter.quant.int4 import QuantSpec
+from webllama.converter.sources.base import LoadedSource
+from webllama.converter.variants import Variant
 
 VERSION = "0.1.0"
 
@@ -79,7 +78,7 @@ def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
 def add_wasm_graphs(root: Path, variants: dict[str, dict]) -> None:
     """Give each float32 int4 variant its WASM graph (converter/quant/unpack.py): same weight files,
     dequantized once at load, because onnxruntime's WASM build has no fast int4 kernel."""
-    from converter.quant.unpack import write_wasm_graph
+    from webllama.converter.quant.unpack import write_wasm_graph
 
     for v in variants.values():
         rel = write_wasm_graph(root, v)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.errors import ConvertError
+from webllama.converter.errors import ConvertError
 
 VICUNA_V11 = (
     "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + ' ' }}{% set loop_messages = messages[1:] %}"

@@ -1,19 +1,10 @@
-"""The `webllama` command: argparse only. Each package registers its own subcommands; every user
-error is a WebllamaError, printed as one line with a non-zero exit code."""
+"""`webllama convert` and `webllama verify`: argparse only (the root parser is webllama/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import sys
-
-from converter.errors import WebllamaError
-
-# Subcommand providers: module -> register(subparsers). Imported lazily so `webllama convert` does not
-# pay for Flask or lm-eval, and a package that is absent does not break the others.
-SUBCOMMAND_MODULES = ("converter.cli", "web.cli", "evalsuite.cli", "evalsuite.bench_cli", "evalsuite.pipeline_cli")
 
 
 def _human(n: int) -> str:
@@ -25,10 +16,10 @@ def _human(n: int) -> str:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from converter.convert import ConvertOptions, convert
-    from converter.customize import Customization
-    from converter.quant.int4 import QuantSpec
-    from converter.variants import parse_variants
+    from webllama.converter.convert import ConvertOptions, convert
+    from webllama.converter.customize import Customization
+    from webllama.converter.quant.int4 import QuantSpec
+    from webllama.converter.variants import parse_variants
 
     opts = ConvertOptions(
         variants=parse_variants(args.variant),
@@ -61,7 +52,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _print_bundle(bundle) -> None:
     verify_path = bundle.root / "verify.json"
     if verify_path.exists():
-        from converter.verify import format_table
+        from webllama.converter.verify import format_table
 
         print(format_table(json.loads(verify_path.read_text())))
     for name in bundle.variants:
@@ -71,11 +62,11 @@ def _print_bundle(bundle) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from converter import customize
-    from converter.customize import Customization
-    from converter.manifest import list_files, open_bundle, write_json_atomic
-    from converter.sources import load_source
-    from converter.verify import format_table, raise_if_failed, verify_bundle
+    from webllama.converter import customize
+    from webllama.converter.customize import Customization
+    from webllama.converter.manifest import list_files, open_bundle, write_json_atomic
+    from webllama.converter.sources import load_source
+    from webllama.converter.verify import format_table, raise_if_failed, verify_bundle
 
     bundle = open_bundle(args.bundle, check_hashes=True)
     src_path = args.source or bundle.manifest["source"]["path"]
@@ -165,33 +156,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_verify)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="webllama", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.description = "Llama-family models -> int4 ONNX bundles for the browser, verified and evaluated."
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):  # that part of the toolkit is not there (yet)
-                continue
-            raise
-        module.register(sub)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
-    try:
-        handler = getattr(args, "func", None) or args.handler  # packages name it either way
-        return int(handler(args) or 0)
-    except WebllamaError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; nothing half-written was kept", file=sys.stderr)
-        return 130
+    from webllama.cli import main as root_main
+
+    return root_main(argv)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import onnx
 from tqdm.auto import tqdm
-
-from converter import customize
-from converter.bundle import add_wasm_graphs, build_manifest, staging_dir, write_manifest, write_model_files, write_variant
-from converter.customize import Customization
-from converter.export_optimum import export_fp32
-from converter.manifest import Bundle, open_bundle
-from converter.quant.fp16 import to_fp16
-from converter.quant.int4 import QuantSpec, quantize_int4
-from converter.sources import load_source
-from converter.sources.base import LoadedSource
-from converter.variants import Variant, parse_variants
-from converter.verify import raise_if_failed, verify_bundle
+from webllama.converter import customize
+from webllama.converter.bundle import add_wasm_graphs, build_manifest, staging_dir, write_manifest, write_model_files, write_variant
+from webllama.converter.customize import Customization
+from webllama.converter.export_optimum import export_fp32
+from webllama.converter.manifest import Bundle, open_bundle
+from webllama.converter.quant.fp16 import to_fp16
+from webllama.converter.quant.int4 import QuantSpec, quantize_int4
+from webllama.converter.sources import load_source
+from webllama.converter.sources.base import LoadedSource
+from webllama.converter.variants import Variant, parse_variants
+from webllama.converter.verify import raise_if_failed, verify_bundle
 
 
 @dataclass
@@ -52,7 +51,7 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
     """Convert a model source into a bundle at `out_dir`; returns the opened bundle."""
     opts = options or ConvertOptions()
     if opts.graph == "fused":
-        from converter.graph.convert import convert_fused
+        from webllama.converter.graph.convert import convert_fused
 
         return convert_fused(source, out_dir, opts)
     opts.quant.validate()

@@ -11,9 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from converter.chat_templates import resolve_template
-from converter.errors import ConvertError
-from converter.sources.base import LoadedSource, sha256_files
+from webllama.converter.chat_templates import resolve_template
+from webllama.converter.errors import ConvertError
+from webllama.converter.sources.base import LoadedSource, sha256_files
 
 ROPE_TYPES = ("linear", "dynamic", "yarn", "llama3")
 

@@ -1,21 +1,9 @@
-"""One error hierarchy for the whole toolkit.
-
-Every error a user can cause is a WebllamaError whose message is one line: what failed, where,
-and how to fix it. The CLI prints `error: <message>` and exits with the class's exit code; library
-code never prints or exits.
-"""
+"""The converter's errors (and the bundle/verify ones every package raises), all WebllamaErrors
+(webllama/errors.py: one line, an exit code per class)."""
 
 from __future__ import annotations
 
-
-class WebllamaError(Exception):
-    """Base class: a failure the user can act on."""
-
-    exit_code = 1
-
-    def __init__(self, message: str) -> None:
-        # One line, always: multi-line messages are folded so the CLI prints exactly one line.
-        super().__init__(" ".join(str(message).split()))
+from webllama.errors import WebllamaError  # noqa: F401  (re-exported: the base of every class below)
 
 
 class ConvertError(WebllamaError):

@@ -14,9 +14,8 @@ import warnings
 from pathlib import Path
 
 import onnx
-
-from converter.errors import ConvertError
-from converter.sources.base import LoadedSource
+from webllama.converter.errors import ConvertError
+from webllama.converter.sources.base import LoadedSource
 
 OPSET = 18  # first opset with ReduceMean-as-input axes everywhere ORT-web's kernels expect; 17+ for LayerNorm
 

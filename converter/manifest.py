@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.errors import BundleError
+from webllama.converter.errors import BundleError
 
 SCHEMA_VERSION = 1
 FORMAT = "webllama-bundle"

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from converter.errors import BundleError
-from converter.manifest import Bundle, open_bundle
+from webllama.converter.errors import BundleError
+from webllama.converter.manifest import Bundle, open_bundle
 
 PREFILL_CHUNK = 1024  # tokens per call when forward() scores one long sequence (see forward)
 

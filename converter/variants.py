@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from converter.errors import UnsupportedVariant
+from webllama.converter.errors import UnsupportedVariant
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,9 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from converter.errors import VerifyFailed
-from converter.ort_model import OrtModel
-from converter.sources.base import LoadedSource
+from webllama.converter.errors import VerifyFailed
+from webllama.converter.ort_model import OrtModel
+from webllama.converter.sources.base import LoadedSource
 
 # A fixed, plain English text (written for this purpose) so every bundle is measured on the same tokens.
 VERIFY_TEXT = (
@@ -140,7 +139,7 @@ def verify_variant(source: LoadedSource, model: OrtModel, exact: bool) -> Varian
 
 def verify_bundle(source: LoadedSource, bundle, variants: list[str] | None = None, progress=None) -> dict:
     """Verify every (or the named) variant; returns the verify.json document."""
-    from converter.variants import VARIANTS
+    from webllama.converter.variants import VARIANTS
 
     reports = {}
     for name in variants or bundle.variants:

@@ -1,4 +1,4 @@
-"""`webllama bench`: argparse only; the work is in evalsuite.bench."""
+"""`webllama bench`: argparse only; the work is in webllama.evalsuite.bench."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from evalsuite.bench.runners import RUNNERS
+from webllama.evalsuite.bench.runners import RUNNERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from evalsuite.bench import BenchRequest, run_bench
-    from evalsuite.bench.report import one_line
-    from evalsuite.bench.schema import BenchError
+    from webllama.evalsuite.bench import BenchRequest, run_bench
+    from webllama.evalsuite.bench.report import one_line
+    from webllama.evalsuite.bench.schema import BenchError
 
     try:
         lengths = tuple(int(x) for x in args.prompt_lengths.split(",") if x.strip())

@@ -1,6 +1,6 @@
-"""`webllama eval` and `webllama compare`: argparse only; the work is in evalsuite.run / evalsuite.compare.
+"""`webllama eval` and `webllama compare`: argparse only; the work is in webllama.evalsuite.run / webllama.evalsuite.compare.
 
-Until the root parser calls register(), run it as `python -m evalsuite.cli eval ...`.
+Until the root parser calls register(), run it as `python -m webllama.evalsuite.cli eval ...`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 
-from evalsuite.errors import EvalError
+from webllama.evalsuite.errors import EvalError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _request(args: argparse.Namespace):
-    from evalsuite.run import EvalRequest
-    from evalsuite.tasks import resolve_include_paths
+    from webllama.evalsuite.run import EvalRequest
+    from webllama.evalsuite.tasks import resolve_include_paths
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if not tasks:
@@ -132,7 +132,7 @@ def _adapters(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[float, .
 
 def _data_dir(given: str | None) -> str | None:
     """--data-dir or $WEBLLAMA_DATA_DIR, resolved now so the run records (and resumes on) the real path."""
-    from evalsuite.tasks import resolve_data_dir
+    from webllama.evalsuite.tasks import resolve_data_dir
 
     path = resolve_data_dir(given)
     return str(path) if path else None
@@ -151,7 +151,7 @@ def _gen_kwargs(text: str | None) -> dict | None:
 
 def build_lm(req):
     """The backend object for a request (the only place that maps CLI options to model args)."""
-    from evalsuite.backends import get_backend
+    from webllama.evalsuite.backends import get_backend
 
     cls = get_backend(req.backend)
     kwargs = {"pretrained": req.model, "seed": req.seed}
@@ -170,8 +170,7 @@ def build_lm(req):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lm_eval.utils import make_table
-
-    from evalsuite.run import check_resume, run_eval
+    from webllama.evalsuite.run import check_resume, run_eval
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     req = _request(args)
@@ -188,8 +187,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from evalsuite.compare import compare_runs, to_json, to_table
-    from evalsuite.run import load_run
+    from webllama.evalsuite.compare import compare_runs, to_json, to_table
+    from webllama.evalsuite.run import load_run
 
     rows = compare_runs(load_run(args.run_a), load_run(args.run_b))
     print(json.dumps(to_json(rows), indent=2) if args.as_json else to_table(rows))
@@ -197,7 +196,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from converter.errors import WebllamaError
+    from webllama.errors import WebllamaError
 
     parser = argparse.ArgumentParser(prog="webllama")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))

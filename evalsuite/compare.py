@@ -15,8 +15,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from evalsuite.errors import RunMismatch
+from webllama.evalsuite.errors import RunMismatch
 
 BOOTSTRAP_ITERS = 2000
 SKIP_KEYS = {"alias", "name", "sample_len", " "}

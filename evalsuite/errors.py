@@ -1,8 +1,8 @@
-"""Errors of the evaluation suite: one-line, actionable, all under converter.errors.WebllamaError."""
+"""Errors of the evaluation suite: one-line, actionable, all under webllama.converter.errors.WebllamaError."""
 
 from __future__ import annotations
 
-from converter.errors import WebllamaError
+from webllama.errors import WebllamaError
 
 
 class EvalError(WebllamaError):

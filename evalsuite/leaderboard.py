@@ -2,7 +2,7 @@
 
 Pure data work: collect what `webllama eval` and `webllama bench` wrote, pick each task's headline
 metric, compare every row with the native row of the same model (same source sha256) item by item
-(evalsuite.compare: McNemar / paired bootstrap), and render Markdown, CSV and JSON. The HTML page
+(webllama.evalsuite.compare: McNemar / paired bootstrap), and render Markdown, CSV and JSON. The HTML page
 and the plots are in leaderboard_html.py.
 """
 
@@ -14,9 +14,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evalsuite.compare import compare_metric
-from evalsuite.errors import DataMissing
-from evalsuite.run import RESULTS_FILE, load_run
+from webllama.evalsuite.compare import compare_metric
+from webllama.evalsuite.errors import DataMissing
+from webllama.evalsuite.run import RESULTS_FILE, load_run
 
 SCHEMA_VERSION = 1
 # lm-eval's customary headline metric per task (Open LLM Leaderboard conventions); others: first acc.

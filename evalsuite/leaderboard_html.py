@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from evalsuite.leaderboard import Row, table, tasks_of, to_csv, to_json, to_markdown
+from webllama.evalsuite.leaderboard import Row, table, tasks_of, to_csv, to_json, to_markdown
 
 # Sorting by clicking a header: a few lines of inline JS, so the page works from any static host.
 SORT_JS = """

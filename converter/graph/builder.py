@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
-
-from converter.onnx_io import ALIGN, MIN_EXTERNAL, GiB
+from webllama.converter.onnx_io import ALIGN, MIN_EXTERNAL, GiB
 
 OPSET = 21  # int4 tensors (GatherBlockQuantized's data) need opset 21 and IR version 10
 IR_VERSION = 10

@@ -8,20 +8,19 @@ import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
-
-from converter import customize
-from converter.bundle import add_wasm_graphs, build_manifest, staging_dir, write_manifest, write_model_files
-from converter.graph.emit import write_fused_variant
-from converter.graph.readers import StateDictReader
-from converter.graph.source import light_source, open_reader
-from converter.manifest import Bundle, open_bundle
-from converter.sources import load_source
-from converter.sources.base import LoadedSource
-from converter.verify import raise_if_failed, verify_bundle
+from webllama.converter import customize
+from webllama.converter.bundle import add_wasm_graphs, build_manifest, staging_dir, write_manifest, write_model_files
+from webllama.converter.graph.emit import write_fused_variant
+from webllama.converter.graph.readers import StateDictReader
+from webllama.converter.graph.source import light_source, open_reader
+from webllama.converter.manifest import Bundle, open_bundle
+from webllama.converter.sources import load_source
+from webllama.converter.sources.base import LoadedSource
+from webllama.converter.verify import raise_if_failed, verify_bundle
 
 
 def convert_fused(source: str | LoadedSource, out_dir: str | Path, opts) -> Bundle:
-    """opts: converter.convert.ConvertOptions. Without verification the source is never loaded into torch."""
+    """opts: webllama.converter.convert.ConvertOptions. Without verification the source is never loaded into torch."""
     opts.quant.validate()
     out = Path(out_dir)
     with staging_dir(out, opts.force) as tmp:

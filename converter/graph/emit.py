@@ -20,17 +20,16 @@ from pathlib import Path
 
 import numpy as np
 from onnx import TensorProto
-
-from converter.bundle import variant_entry
-from converter.graph import ops
-from converter.graph.builder import GraphBuilder, ShardWriter
-from converter.graph.ops import AttnInputs, Precision
-from converter.graph.quantize import NBits, q4_0_to_nbits
-from converter.graph.readers import GLOBAL_TENSORS, FusedConfig, TensorReader
-from converter.graph.rope import rope_caches
-from converter.quant.int4 import QuantSpec
-from converter.sources.llama2c import permute_rope
-from converter.variants import Variant
+from webllama.converter.bundle import variant_entry
+from webllama.converter.graph import ops
+from webllama.converter.graph.builder import GraphBuilder, ShardWriter
+from webllama.converter.graph.ops import AttnInputs, Precision
+from webllama.converter.graph.quantize import NBits, q4_0_to_nbits
+from webllama.converter.graph.readers import GLOBAL_TENSORS, FusedConfig, TensorReader
+from webllama.converter.graph.rope import rope_caches
+from webllama.converter.quant.int4 import QuantSpec
+from webllama.converter.sources.llama2c import permute_rope
+from webllama.converter.variants import Variant
 
 
 def precision_for(variant: Variant, quant: QuantSpec) -> Precision:

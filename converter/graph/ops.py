@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from onnx import TensorProto
-
-from converter.graph.builder import MS_DOMAIN, GraphBuilder
-from converter.graph.quantize import NBits, quantize_gather, quantize_matmul
+from webllama.converter.graph.builder import MS_DOMAIN, GraphBuilder
+from webllama.converter.graph.quantize import NBits, quantize_gather, quantize_matmul
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from converter.errors import BadFormat, MissingTensor, UnsupportedArchitecture
-from converter.sources.llama2c import permute_rope
+from webllama.converter.errors import BadFormat, MissingTensor, UnsupportedArchitecture
+from webllama.converter.sources.llama2c import permute_rope
 
 # canonical per-layer tensor -> HF template ({i} = layer index)
 LAYER_TENSORS: dict[str, str] = {
@@ -249,7 +248,7 @@ class Llama2cReader(TensorReader):
     """A llama2.c checkpoint through np.memmap: tensors are views of the file, transformed on access."""
 
     def __init__(self, ckpt: Path, hf_config, header) -> None:
-        from converter.sources.llama2c import WEIGHT_MAP, _tensor_shapes
+        from webllama.converter.sources.llama2c import WEIGHT_MAP, _tensor_shapes
 
         self.hf_config = hf_config
         self.header = header

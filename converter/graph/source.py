@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.errors import UnsupportedSource
-from converter.graph.readers import GGUFTensorReader, Llama2cReader, SafetensorsReader, TensorReader
-from converter.sources import detect_kind, gguf, hf, llama2c
-from converter.sources.base import LoadedSource, sha256_file, sha256_files
+from webllama.converter.errors import UnsupportedSource
+from webllama.converter.graph.readers import GGUFTensorReader, Llama2cReader, SafetensorsReader, TensorReader
+from webllama.converter.sources import detect_kind, gguf, hf, llama2c
+from webllama.converter.sources.base import LoadedSource, sha256_file, sha256_files
 
 
 def resolve(spec: str, revision: str | None) -> tuple[str, Path, str | None]:

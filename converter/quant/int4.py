@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
-from converter.errors import UnsupportedVariant
+from webllama.converter.errors import UnsupportedVariant
 
 BLOCK_SIZES = (16, 32, 64, 128)
 METHODS = ("rtn",)  # "hqq" has float zero points: no GatherBlockQuantized, not browser-safe

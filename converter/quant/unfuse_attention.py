@@ -20,7 +20,7 @@ Per GroupQueryAttention node (num_heads H, kv_num_heads KV, head size D):
 The rewrite assumes what the browser engine always feeds: one unpadded sequence (batch 1, attention_mask all
 ones), so the new tokens sit at positions total - S .. total - 1 and every cached key is real.
 GroupQueryAttention also handles padded batches through seqlens_k; this graph does not, and
-converter.ort_model refuses such inputs for it. The positions and the causal bias depend only on S and the
+webllama.converter.ort_model refuses such inputs for it. The positions and the causal bias depend only on S and the
 total length, so all layers share one copy of each.
 """
 

@@ -37,8 +37,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-from converter.quant.unfuse_attention import unfuse_gqa
+from webllama.converter.quant.unfuse_attention import unfuse_gqa
 
 FP32_BUDGET = 2 * 2**30  # bytes of dequantized float32 weights the WASM graph may create at load
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.errors import MissingFile, UnsupportedSource
-from converter.sources import gguf, hf, llama2c  # noqa: F401  (registers the readers)
-from converter.sources.base import SOURCES, LoadedSource
-from converter.sources.smollm2 import smollm2_gguf
+from webllama.converter.errors import MissingFile, UnsupportedSource
+from webllama.converter.sources import gguf, hf, llama2c  # noqa: F401  (registers the readers)
+from webllama.converter.sources.base import SOURCES, LoadedSource
+from webllama.converter.sources.smollm2 import smollm2_gguf
 
 __all__ = ["LoadedSource", "SOURCES", "load_source", "detect_kind", "smollm2_gguf"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converter.errors import BadFormat, MissingFile, UnsupportedArchitecture
-from converter.sources.base import SOURCES, LoadedSource, SourceReader, sha256_file
+from webllama.converter.errors import BadFormat, MissingFile, UnsupportedArchitecture
+from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, sha256_file
 
 GGUF_MAGIC = b"GGUF"
 

@@ -12,8 +12,8 @@ import re
 import struct
 from pathlib import Path
 
-from converter.errors import BadFormat, MissingFile, UnsupportedArchitecture, UnsupportedSource
-from converter.sources.base import (
+from webllama.converter.errors import BadFormat, MissingFile, UnsupportedArchitecture, UnsupportedSource
+from webllama.converter.sources.base import (
     SOURCES,
     SUPPORTED_ARCHITECTURES,
     SUPPORTED_MODEL_TYPES,

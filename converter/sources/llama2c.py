@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from converter.errors import BadFormat, MissingFile, TokenizerError, UnsupportedSource
-from converter.sources.base import SOURCES, LoadedSource, SourceReader, sha256_files
+from webllama.converter.errors import BadFormat, MissingFile, TokenizerError, UnsupportedSource
+from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, sha256_files
 
 MAGIC_V1 = 0x616B3432  # "ak42"
 TOKENIZER_NAMES = ("tokenizer.bin", "tok512.bin", "tok4096.bin")

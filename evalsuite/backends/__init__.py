@@ -7,9 +7,9 @@ that both agree). `register()` is idempotent and imports nothing heavy.
 from __future__ import annotations
 
 BACKENDS: dict[str, str] = {
-    "webllama-native": "evalsuite.backends.native:NativeLM",
-    "webllama-onnx": "evalsuite.backends.onnx:OnnxLM",
-    "webllama-browser": "evalsuite.backends.browser:BrowserLM",
+    "webllama-native": "webllama.evalsuite.backends.native:NativeLM",
+    "webllama-onnx": "webllama.evalsuite.backends.onnx:OnnxLM",
+    "webllama-browser": "webllama.evalsuite.backends.browser:BrowserLM",
 }
 
 # `webllama eval --backend X` short names
@@ -29,7 +29,7 @@ def get_backend(name: str):
     import difflib
     import importlib
 
-    from evalsuite.errors import UnknownBackend
+    from webllama.evalsuite.errors import UnknownBackend
 
     full = SHORT.get(name, name)
     if full not in BACKENDS:

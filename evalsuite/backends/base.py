@@ -34,8 +34,7 @@ from lm_eval.models.utils import (
     postprocess_generated_text,
 )
 from tqdm import tqdm
-
-from evalsuite.errors import BackendError
+from webllama.evalsuite.errors import BackendError
 
 DEFAULT_MAX_GEN_TOKS = 256
 LOGITS_BUDGET = 256 * 2**20  # bytes of float32 logits one forward call may return

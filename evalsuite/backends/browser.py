@@ -25,10 +25,9 @@ import threading
 from pathlib import Path
 
 from lm_eval.api.registry import register_model
-
-from evalsuite.backends.base import GenOptions, Pair, WebllamaLM
-from evalsuite.backends.onnx import bundle_record, bundle_tokenizer
-from evalsuite.errors import BackendError
+from webllama.evalsuite.backends.base import GenOptions, Pair, WebllamaLM
+from webllama.evalsuite.backends.onnx import bundle_record, bundle_tokenizer
+from webllama.evalsuite.errors import BackendError
 
 CHROMIUM = "/usr/bin/chromium"
 BASE_ARGS = [
@@ -82,9 +81,8 @@ class PageSession:
         return self
 
     def _serve(self) -> str:
+        from webllama.web.server import ServeConfig, create_app
         from werkzeug.serving import make_server
-
-        from web.server import ServeConfig, create_app
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per file fetched otherwise
         app = create_app(ServeConfig(bundle_paths=(self.bundle,)))
@@ -155,7 +153,7 @@ class BrowserLM(WebllamaLM):
         threads: int | str | None = None,
         **kwargs,
     ) -> None:
-        from converter.manifest import open_bundle
+        from webllama.converter.manifest import open_bundle
 
         path = pretrained or bundle
         if not path:

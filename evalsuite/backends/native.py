@@ -1,9 +1,9 @@
-"""webllama-native: the source model in torch (float32), as converter.sources.load_source reads it.
+"""webllama-native: the source model in torch (float32), as webllama.converter.sources.load_source reads it.
 
 Works for every source the converter accepts (HF directory, GGUF, llama2.c); it is the reference the
 converted bundle is scored against. Model args: `pretrained=PATH` (or `model=PATH`), `batch_size`, `seed`,
 `adapters` (one PEFT LoRA folder, or a sequence of them) and `adapter_weights`: the adapters are merged
-into the float32 weights exactly as `webllama convert --adapter` does (converter.customize.merge_adapters,
+into the float32 weights exactly as `webllama convert --adapter` does (webllama.converter.customize.merge_adapters,
 same checks), so a bundle converted with adapters is scored against the same fine-tuned model here.
 `threads` sets torch's intra-op thread count (process-wide: torch has no per-model setting).
 """
@@ -17,8 +17,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import resolve_max_length
 from transformers import StoppingCriteria, StoppingCriteriaList
-
-from evalsuite.backends.base import GenOptions, StopWatcher, WebllamaLM
+from webllama.evalsuite.backends.base import GenOptions, StopWatcher, WebllamaLM
 
 
 class _Stop(StoppingCriteria):
@@ -50,8 +49,8 @@ class NativeLM(WebllamaLM):
         threads: int | str | None = None,
         **kwargs,
     ) -> None:
-        from converter.customize import merge_adapters
-        from converter.sources import load_source
+        from webllama.converter.customize import merge_adapters
+        from webllama.converter.sources import load_source
 
         self.source = load_source(str(pretrained or model))
         self.adapters = _as_tuple(adapters)

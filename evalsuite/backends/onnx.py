@@ -1,4 +1,4 @@
-"""webllama-onnx: a bundle variant on onnxruntime in Python (converter.ort_model.OrtModel).
+"""webllama-onnx: a bundle variant on onnxruntime in Python (webllama.converter.ort_model.OrtModel).
 
 Model args: `pretrained=BUNDLE` (or `bundle=`), `variant=q4`, `provider=CPUExecutionProvider`, `threads`,
 `batch_size`, `seed`. Tokenization uses the bundle's own tokenizer files through transformers (the same
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from lm_eval.api.registry import register_model
-
-from evalsuite.backends.base import GenOptions, StopWatcher, WebllamaLM
-from evalsuite.errors import BackendError
+from webllama.evalsuite.backends.base import GenOptions, StopWatcher, WebllamaLM
+from webllama.evalsuite.errors import BackendError
 
 
 def bundle_tokenizer(root: Path):
@@ -41,7 +40,7 @@ class OnnxLM(WebllamaLM):
         seed: int = 1234,
         **kwargs,
     ) -> None:
-        from converter.ort_model import OrtModel
+        from webllama.converter.ort_model import OrtModel
 
         path = pretrained or bundle
         if not path:

@@ -1,7 +1,7 @@
 """`webllama bench`: speed, memory and size of one model on one runtime, as a schema_version 1 JSON
-document (evalsuite.bench.schema; fields documented in benchmarks/README.md).
+document (webllama.evalsuite.bench.schema; fields documented in benchmarks/README.md).
 
-    from evalsuite.bench import BenchRequest, run_bench
+    from webllama.evalsuite.bench import BenchRequest, run_bench
     doc = run_bench(BenchRequest(target="bundle/", runtime="onnx", variant="q4", threads=2, runs=5))
 """
 
@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalsuite.bench.machine import machine_info, versions
-from evalsuite.bench.measure import Settings, run_protocol
-from evalsuite.bench.runners import RUNNERS
-from evalsuite.bench.schema import FORMAT, SCHEMA_VERSION, BenchError, validate
-from evalsuite.bench.target import describe_target
+from webllama.evalsuite.bench.machine import machine_info, versions
+from webllama.evalsuite.bench.measure import Settings, run_protocol
+from webllama.evalsuite.bench.runners import RUNNERS
+from webllama.evalsuite.bench.schema import FORMAT, SCHEMA_VERSION, BenchError, validate
+from webllama.evalsuite.bench.target import describe_target
 
 DEFAULT_DEVICE = {"native": "cpu", "onnx": "cpu", "llamacpp": "cpu", "browser": "wasm", "transformersjs": "wasm", "wllama": "wasm"}
 BROWSER_RUNTIMES = ("browser", "transformersjs", "wllama")

@@ -4,7 +4,7 @@ owner's targets. Pure: result documents in, text out."""
 
 from __future__ import annotations
 
-from evalsuite.bench.report import med, spread
+from webllama.evalsuite.bench.report import med, spread
 
 # Measured by the product owner on this kind of machine (2 threads, SmolLM2-135M-Instruct, 128-token prompt,
 # 128 decoded tokens): decode tok/s, prefill tok/s.

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from evalsuite.bench.schema import stat
+from webllama.evalsuite.bench.schema import stat
 
 PROMPT_LENGTHS = (16, 128, 512)
 DECODE_TOKENS = 128

@@ -1,7 +1,7 @@
 """Where onnxruntime CPU spends its time on a bundle: SessionOptions.enable_profiling over a prefill and a
 few decode steps, summarized per op type (share of kernel time), separately for prefill and decode.
 
-    python -m evalsuite.bench.profile BUNDLE --variant q4 --threads 2 [--prompt 128 --decode 32]
+    python -m webllama.evalsuite.bench.profile BUNDLE --variant q4 --threads 2 [--prompt 128 --decode 32]
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ def profile_bundle(
     bundle_dir: str, variant: str | None, threads: int, prompt: int = 128, decode: int = 32, accuracy_level: int | None = None
 ) -> dict:
     import onnxruntime as ort
-
-    from converter.manifest import open_bundle
-    from converter.ort_model import OrtModel
-    from evalsuite.bench.measure import prompt_ids
+    from webllama.converter.manifest import open_bundle
+    from webllama.converter.ort_model import OrtModel
+    from webllama.evalsuite.bench.measure import prompt_ids
 
     bundle = open_bundle(bundle_dir)
     model = OrtModel(bundle, variant, threads=threads)  # for feeds/cache helpers; the profiled session is below

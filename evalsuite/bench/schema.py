@@ -10,7 +10,7 @@ import math
 import statistics
 from typing import Any
 
-from evalsuite.errors import EvalError
+from webllama.evalsuite.errors import EvalError
 
 SCHEMA_VERSION = 1
 FORMAT = "webllama-bench"

@@ -26,7 +26,7 @@ def describe_target(req, variant: str | None) -> dict:
 
 
 def _bundle_target(path: Path, variant: str | None) -> dict:
-    from converter.manifest import open_bundle
+    from webllama.converter.manifest import open_bundle
 
     b = open_bundle(path)
     v = b.variant(variant)

@@ -11,7 +11,7 @@ import os
 import threading
 from pathlib import Path
 
-from evalsuite.bench.schema import BenchError
+from webllama.evalsuite.bench.schema import BenchError
 
 BENCH_DIR = Path(os.environ.get("WEBLLAMA_BENCHMARKS_DIR", Path(__file__).resolve().parents[2] / "benchmarks"))
 BENCH_MODULES = {
@@ -26,7 +26,7 @@ def npm_ready(bench_dir: Path = BENCH_DIR) -> bool:
 
 
 def create_bench_app(bundle: Path | None, gguf: Path | None, bench_dir: Path = BENCH_DIR):
-    from web.server import ServeConfig, _send, create_app
+    from webllama.web.server import ServeConfig, _send, create_app
 
     app = create_app(ServeConfig(bundle_paths=(bundle,) if bundle else (), bundle_max_age=0))
 

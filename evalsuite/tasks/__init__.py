@@ -6,7 +6,7 @@ and overrides only the data source:
 
     include: <site-packages>/lm_eval/tasks/arc/arc_easy.yaml
     task: arc_easy
-    custom_dataset: !function evalsuite.tasks.loaders.arc     # field-mapping adapter -> hub schema
+    custom_dataset: !function webllama.evalsuite.tasks.loaders.arc     # field-mapping adapter -> hub schema
     dataset_kwargs: {data_dir: ..., subset: ARC-Easy}
     training_split: null                                       # splits that have no local file
 
@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-
-from evalsuite.errors import DataMissing, UnknownTask
+from webllama.evalsuite.errors import DataMissing, UnknownTask
 
 DATA_DIR_ENV = "WEBLLAMA_DATA_DIR"
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
@@ -38,7 +37,7 @@ class LocalTask:
 
     name: str  # lm-eval task name, e.g. "arc_easy"
     stock_yaml: str  # relative to lm_eval/tasks/
-    loader: str  # function in evalsuite.tasks.loaders
+    loader: str  # function in webllama.evalsuite.tasks.loaders
     files: tuple[str, ...]  # relative to the data dir; all must exist
     splits: tuple[str, ...]  # splits the loader returns
     kwargs: dict = field(default_factory=dict)  # loader arguments besides data_dir
@@ -131,7 +130,7 @@ def task_config(task: LocalTask, data_dir: Path, stock_dir: Path) -> dict:
     cfg = {
         "include": str(stock_dir / task.stock_yaml),
         "task": task.name,
-        "custom_dataset": f"evalsuite.tasks.loaders.{task.loader}",
+        "custom_dataset": f"webllama.evalsuite.tasks.loaders.{task.loader}",
         "dataset_kwargs": {"data_dir": str(data_dir), **task.kwargs},
         **task.overrides,
     }

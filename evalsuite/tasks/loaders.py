@@ -20,8 +20,7 @@ import json
 from pathlib import Path
 
 import datasets
-
-from evalsuite.errors import DataMissing
+from webllama.evalsuite.errors import DataMissing
 
 # ---------------------------------------------------------------------------------------------------------
 # helpers

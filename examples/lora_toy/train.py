@@ -2,7 +2,7 @@
 
     python train.py [--base GGUF] [--data data/train.jsonl] [--out work/adapter] [--steps 100] [--batch 16]
 
-The base model is loaded through converter.sources.load_source, i.e. the same float32 model and fixed
+The base model is loaded through webllama.converter.sources.load_source, i.e. the same float32 model and fixed
 tokenizer that `webllama convert` and `webllama eval --backend native` use, so the adapter is trained
 on exactly the weights it will be merged into. Only the answer tokens are scored (the prompt is given),
 with the tokens split as the eval sees them: the prompt's tokens, then the generated " MM/DD/YYYY\\n".
@@ -73,8 +73,7 @@ def load_rows(path: Path) -> list[dict]:
 
 def build(args: argparse.Namespace):
     from peft import LoraConfig, get_peft_model
-
-    from converter.sources import load_source, smollm2_gguf
+    from webllama.converter.sources import load_source, smollm2_gguf
 
     source = load_source(str(args.base or smollm2_gguf()))
     lora = LoraConfig(

@@ -7,12 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-
-from converter.cli import main as webllama
-from evalsuite.bench.compare import ratio_lines, results_table
-from evalsuite.bench.measure import Settings, prompt_ids
-from evalsuite.bench.runners.web import gpt2_detokenize
-from evalsuite.bench.schema import RUNTIMES, BenchError, stat, validate
+from webllama.converter.cli import main as webllama
+from webllama.evalsuite.bench.compare import ratio_lines, results_table
+from webllama.evalsuite.bench.measure import Settings, prompt_ids
+from webllama.evalsuite.bench.runners.web import gpt2_detokenize
+from webllama.evalsuite.bench.schema import RUNTIMES, BenchError, stat, validate
 
 QUICK = ["--runs", "2", "--load-runs", "1", "--prompt-lengths", "16,64", "--decode-tokens", "8", "--quiet"]
 
@@ -100,7 +99,7 @@ def test_llamacpp_absent_is_a_clear_skip(tmp_path, capsys, s260_bundle):
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(os.environ.get("WEBLLAMA_CHROMIUM", "/usr/bin/chromium")).exists(), reason="no Chromium")
 def test_browser_result_has_cached_load_and_page_memory(s260_bundle, tmp_path):
-    from evalsuite.bench.web_server import npm_ready
+    from webllama.evalsuite.bench.web_server import npm_ready
 
     if not npm_ready():
         pytest.skip("benchmarks/node_modules missing (npm ci --ignore-scripts in benchmarks/)")

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from webllama.converter import ConvertOptions, convert
+from webllama.converter.chat_templates import TEMPLATES
+from webllama.converter.customize import Customization
+from webllama.converter.ort_model import OrtModel
+from webllama.converter.variants import parse_variants
 
-from converter import ConvertOptions, convert
-from converter.chat_templates import TEMPLATES
-from converter.customize import Customization
-from converter.ort_model import OrtModel
-from converter.variants import parse_variants
 from tests.conftest import make_tiny_llama, read_json
 
 TWO_TURNS = [
@@ -81,7 +81,7 @@ def test_mismatched_adapter_fails_clearly(tmp_path, stories_dir, lora_adapter):
     LlamaForCausalLM(LlamaConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)})).save_pretrained(other)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "converter.cli", "convert", str(other), str(out), "--adapter", str(adapter)],
+        [sys.executable, "-m", "webllama.converter.cli", "convert", str(other), str(out), "--adapter", str(adapter)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -102,7 +102,7 @@ def test_adapter_for_missing_modules_fails_clearly(tmp_path, tiny_llama_dir, lor
         (bad / f.name).write_bytes(f.read_bytes())
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "converter.cli", "convert", str(tiny_llama_dir), str(out), "--adapter", str(bad)],
+        [sys.executable, "-m", "webllama.converter.cli", "convert", str(tiny_llama_dir), str(out), "--adapter", str(bad)],
         capture_output=True,
         text=True,
         timeout=300,

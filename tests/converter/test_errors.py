@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from converter.bundle import staging_dir
-from converter.onnx_io import save_sharded
+from webllama.converter.bundle import staging_dir
+from webllama.converter.onnx_io import save_sharded
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "converter.cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "webllama.converter.cli", *args], capture_output=True, text=True, timeout=600)
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, out: Path, *words: str) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from webllama.converter import ConvertOptions, convert, open_bundle
+from webllama.converter.errors import BundleError
+from webllama.converter.ort_model import OrtModel
+from webllama.converter.variants import parse_variants
+from webllama.converter.verify import VERIFY_TEXT, logit_stats
 
-from converter import ConvertOptions, convert, open_bundle
-from converter.errors import BundleError
-from converter.ort_model import OrtModel
-from converter.variants import parse_variants
-from converter.verify import VERIFY_TEXT, logit_stats
 from tests.conftest import make_tiny_llama, read_json
 
 Q4_LOGIT_TOL = 2e-3  # same int4 bytes, different kernels' float summation order
@@ -113,7 +113,7 @@ def test_tiny_gqa_llama3_fused_matches_reference(tiny_pair):
 @pytest.mark.parametrize("rope", [{"rope_type": "linear", "factor": 2.0}, {"rope_type": "dynamic", "factor": 2.0}])
 def test_linear_and_dynamic_rope_scaling_fused_is_token_exact(tmp_path, stories_dir, rope):
     """Through the CLI: `webllama convert --graph fused` (dynamic NTK: exact within max_position_embeddings)."""
-    from converter.cli import main
+    from webllama.converter.cli import main
 
     src = make_tiny_llama(tmp_path / rope["rope_type"], stories_dir, tie=True, rope_scaling=rope, seed=1)
     assert main(["convert", str(src), str(tmp_path / "out"), "--graph", "fused", "--variant", "fp32"]) == 0
@@ -122,7 +122,7 @@ def test_linear_and_dynamic_rope_scaling_fused_is_token_exact(tmp_path, stories_
 
 def test_customized_source_yarn_context_extension_fused_is_token_exact(tmp_path, stories_dir):
     """Customizations act on the torch model; the fused graph takes its weights and RoPE (yarn scales cos/sin)."""
-    from converter.customize import Customization
+    from webllama.converter.customize import Customization
 
     out = tmp_path / "s260-yarn"
     convert(
@@ -196,7 +196,7 @@ def smollm2_fused(tmp_path_factory, smollm2_gguf_path) -> Path:
 
 
 def test_smollm2_fused_matches_reference(smollm2_fused, smollm2_bundle):
-    from converter.verify import GREEDY_PROMPT
+    from webllama.converter.verify import GREEDY_PROMPT
 
     torch_greedy = read_json(smollm2_bundle / "verify.json")["variants"]["fp32"]
     m = OrtModel(smollm2_fused, "fp32")
@@ -216,8 +216,7 @@ def test_smollm2_fused_matches_reference(smollm2_fused, smollm2_bundle):
 
 def test_q4_0_blocks_transcode_exactly():
     from gguf import GGMLQuantizationType, dequantize, quantize
-
-    from converter.graph.quantize import q4_0_to_nbits
+    from webllama.converter.graph.quantize import q4_0_to_nbits
 
     w = np.random.default_rng(0).normal(size=(48, 96)).astype(np.float32)
     blocks = quantize(w, GGMLQuantizationType.Q4_0)
@@ -230,8 +229,7 @@ def test_q4_0_blocks_transcode_exactly():
 def write_q4_0_gguf(path: Path, model) -> None:
     """A llama GGUF of `model`: projections Q4_0 (q/k in llama.cpp's interleaved row order), rest F32."""
     import gguf
-
-    from converter.graph.readers import GGUF_NAMES
+    from webllama.converter.graph.readers import GGUF_NAMES
 
     c = model.config
     w = gguf.GGUFWriter(str(path), "llama")
@@ -267,11 +265,10 @@ def test_gguf_q4_0_graph_equals_its_dequantized_float_graph(tmp_path):
     import onnxruntime as ort
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from converter.graph.emit import build_graph, precision_for
-    from converter.graph.readers import GGUFTensorReader
-    from converter.quant.int4 import QuantSpec
-    from converter.variants import VARIANTS
+    from webllama.converter.graph.emit import build_graph, precision_for
+    from webllama.converter.graph.readers import GGUFTensorReader
+    from webllama.converter.quant.int4 import QuantSpec
+    from webllama.converter.variants import VARIANTS
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
@@ -309,8 +306,7 @@ def test_gguf_q4_0_graph_equals_its_dequantized_float_graph(tmp_path):
 def test_builder_shards_weights_and_refuses_duplicates(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto
-
-    from converter.graph.builder import GraphBuilder, ShardWriter
+    from webllama.converter.graph.builder import GraphBuilder, ShardWriter
 
     g = GraphBuilder(ShardWriter(tmp_path / "m.onnx", max_shard=10_000))
     g.input("x", TensorProto.FLOAT, [1024])

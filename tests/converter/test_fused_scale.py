@@ -42,8 +42,7 @@ def write_random_llama(folder: Path, n_layers: int, stories_dir: Path) -> None:
     import torch
     from safetensors.torch import save_file
     from transformers import LlamaConfig
-
-    from converter.sources.llama2c import build_tokenizer, read_tokenizer_bin
+    from webllama.converter.sources.llama2c import build_tokenizer, read_tokenizer_bin
 
     folder.mkdir(parents=True, exist_ok=True)
     cfg = LlamaConfig(**{**LLAMA2_7B, "num_hidden_layers": n_layers}, architectures=["LlamaForCausalLM"], torch_dtype="float16")
@@ -84,7 +83,7 @@ def write_random_llama(folder: Path, n_layers: int, stories_dir: Path) -> None:
 def convert_and_measure(src: Path, out: Path, graph: str = "fused") -> tuple[int, float]:
     """Convert in a child process (q4, no verify); returns (peak RSS bytes of that child, seconds)."""
     code = (
-        "import resource; from converter import ConvertOptions, convert; from converter.variants import parse_variants; "
+        "import resource; from converter import ConvertOptions, convert; from webllama.converter.variants import parse_variants; "
         f"convert({str(src)!r}, {str(out)!r}, ConvertOptions(variants=parse_variants('q4'), graph={graph!r}, "
         "verify=False, force=True, progress=False)); "
         "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"

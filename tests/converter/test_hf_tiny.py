@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from converter import ConvertOptions, convert
-from converter.variants import parse_variants
+from webllama.converter import ConvertOptions, convert
+from webllama.converter.variants import parse_variants
+
 from tests.conftest import make_tiny_llama, read_json
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from webllama.converter import ConvertOptions, convert, open_bundle
+from webllama.converter.ort_model import OrtModel
+from webllama.converter.sources import load_source
+from webllama.converter.sources.llama2c import permute_rope
+from webllama.converter.variants import parse_variants
 
-from converter import ConvertOptions, convert, open_bundle
-from converter.ort_model import OrtModel
-from converter.sources import load_source
-from converter.sources.llama2c import permute_rope
-from converter.variants import parse_variants
 from tests.conftest import STORIES_REFERENCE, read_json
 
 

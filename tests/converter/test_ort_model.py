@@ -1,9 +1,8 @@
 """OrtModel.forward: a long sequence scored in KV-cache chunks equals the one-call forward."""
 
 import numpy as np
-
-from converter import ort_model
-from converter.ort_model import OrtModel
+from webllama.converter import ort_model
+from webllama.converter.ort_model import OrtModel
 
 
 def test_chunked_forward_equals_one_call(s260_bundle, monkeypatch):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from converter import open_bundle
+from webllama.converter import open_bundle
+
 from tests.conftest import read_json
 
 

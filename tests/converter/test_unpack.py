@@ -9,12 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-from converter.errors import BundleError
-from converter.onnx_io import save_sharded
-from converter.ort_model import OrtModel
-from converter.quant.int4 import QuantSpec, _run_quantizer
-from converter.quant.unpack import write_wasm_graph
+from webllama.converter.errors import BundleError
+from webllama.converter.onnx_io import save_sharded
+from webllama.converter.ort_model import OrtModel
+from webllama.converter.quant.int4 import QuantSpec, _run_quantizer
+from webllama.converter.quant.unpack import write_wasm_graph
 
 
 def _session(path, fold: bool) -> ort.InferenceSession:
@@ -53,7 +52,7 @@ def test_unpacked_matmul_equals_matmulnbits(tmp_path, k, symmetric):
 
 
 def test_bundle_wasm_graph_matches_q4(s260_bundle):
-    from converter.manifest import open_bundle
+    from webllama.converter.manifest import open_bundle
 
     b = open_bundle(s260_bundle)
     q4 = b.manifest["variants"]["q4"]

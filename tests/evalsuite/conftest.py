@@ -62,7 +62,7 @@ def small_data_dir(tmp_path_factory, benchmarks_dir) -> Path:
 @pytest.fixture(scope="session")
 def small_tasks(tmp_path_factory, small_data_dir):
     """(TaskManager over the trimmed offline tasks, its work dir)."""
-    from evalsuite import tasks
+    from webllama.evalsuite import tasks
 
     work = tmp_path_factory.mktemp("tasks")
     tasks.quiet_index_logs()

@@ -4,8 +4,7 @@ tests fake the forward function the same way)."""
 from __future__ import annotations
 
 import numpy as np
-
-from evalsuite.backends.base import GenOptions, WebllamaLM
+from webllama.evalsuite.backends.base import GenOptions, WebllamaLM
 
 
 class FakeTokenizer:

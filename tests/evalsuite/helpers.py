@@ -9,7 +9,7 @@ FAST_GEN = {"max_gen_toks": 16}  # keeps gsm8k cheap; the stop-string logic is t
 
 
 def evaluate(lm, out: Path, data_dir: Path, tasks, limit=2, backend="native", model="m"):
-    from evalsuite.run import EvalRequest, run_eval
+    from webllama.evalsuite.run import EvalRequest, run_eval
 
     req = EvalRequest(
         model=str(model),

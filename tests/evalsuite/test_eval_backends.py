@@ -33,8 +33,7 @@ HF_TASKS = ("arc_easy", "lambada_openai", "wikitext", "gsm8k", "mmlu_anatomy", "
 
 def test_backend_table_and_lm_eval_registry_agree():
     from lm_eval.api.registry import get_model
-
-    from evalsuite.backends import BACKENDS, get_backend, register
+    from webllama.evalsuite.backends import BACKENDS, get_backend, register
 
     register()
     for name in BACKENDS:
@@ -46,7 +45,7 @@ def test_backend_table_and_lm_eval_registry_agree():
 
 @pytest.fixture(scope="session")
 def native_stories(tmp_path_factory, stories_dir, small_data_dir):
-    from evalsuite.backends.native import NativeLM
+    from webllama.evalsuite.backends.native import NativeLM
 
     lm = NativeLM(pretrained=str(stories_dir), batch_size=8)
     return evaluate(lm, tmp_path_factory.mktemp("native_s260"), small_data_dir, tasks=ALL_TASKS, model=stories_dir)
@@ -64,9 +63,8 @@ def test_native_runs_every_task_on_stories260k(native_stories):
 
 def test_native_equals_lm_eval_hf(tiny_llama_dir, small_data_dir, tmp_path):
     import lm_eval
-
-    from evalsuite import tasks as offline
-    from evalsuite.backends.native import NativeLM
+    from webllama.evalsuite import tasks as offline
+    from webllama.evalsuite.backends.native import NativeLM
 
     ours = evaluate(
         NativeLM(pretrained=str(tiny_llama_dir), batch_size=4), tmp_path / "native", small_data_dir, tasks=HF_TASKS, limit=3
@@ -96,7 +94,7 @@ def test_native_equals_lm_eval_hf(tiny_llama_dir, small_data_dir, tmp_path):
 
 @pytest.fixture(scope="session")
 def onnx_stories_fp32(tmp_path_factory, s260_bundle, small_data_dir):
-    from evalsuite.backends.onnx import OnnxLM
+    from webllama.evalsuite.backends.onnx import OnnxLM
 
     lm = OnnxLM(pretrained=str(s260_bundle), variant="fp32", batch_size=8)
     return evaluate(lm, tmp_path_factory.mktemp("onnx_s260"), small_data_dir, tasks=ALL_TASKS, backend="onnx", model=s260_bundle)
@@ -114,8 +112,8 @@ def test_onnx_fp32_matches_native_per_item(onnx_stories_fp32, native_stories):
 
 
 def test_onnx_q4_and_compare(s260_bundle, small_data_dir, native_stories, tmp_path, capsys):
-    from evalsuite.backends.onnx import OnnxLM
-    from evalsuite.cli import main
+    from webllama.evalsuite.backends.onnx import OnnxLM
+    from webllama.evalsuite.cli import main
 
     evaluate(
         OnnxLM(pretrained=str(s260_bundle), variant="q4"),
@@ -133,8 +131,8 @@ def test_onnx_q4_and_compare(s260_bundle, small_data_dir, native_stories, tmp_pa
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_llama_dir):
-    from converter import ConvertOptions, convert
-    from converter.variants import parse_variants
+    from webllama.converter import ConvertOptions, convert
+    from webllama.converter.variants import parse_variants
 
     out = tmp_path_factory.mktemp("tiny_bundle") / "tiny"
     convert(str(tiny_llama_dir), out, ConvertOptions(variants=parse_variants("fp32"), progress=False, verify=False))
@@ -142,8 +140,8 @@ def tiny_bundle(tmp_path_factory, tiny_llama_dir):
 
 
 def test_onnx_matches_native_on_tiny_llama(tiny_bundle, tiny_llama_dir, small_data_dir, tmp_path):
-    from evalsuite.backends.native import NativeLM
-    from evalsuite.backends.onnx import OnnxLM
+    from webllama.evalsuite.backends.native import NativeLM
+    from webllama.evalsuite.backends.onnx import OnnxLM
 
     tasks = ("hellaswag", "lambada_openai", "wikitext", "gsm8k")
     a = evaluate(OnnxLM(pretrained=str(tiny_bundle), variant="fp32"), tmp_path / "o", small_data_dir, tasks=tasks)

@@ -23,7 +23,7 @@ def browser_lm(s260_bundle):
         pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
     if not (WEB / "node_modules" / "onnxruntime-web").is_dir():
         pytest.fail(f"{WEB}/node_modules is missing: run `cd web && npm ci`")
-    from evalsuite.backends.browser import BrowserLM
+    from webllama.evalsuite.backends.browser import BrowserLM
 
     lm = BrowserLM(pretrained=str(s260_bundle), variant="q4", device="wasm", batch_size=64, threads=1)
     yield lm
@@ -31,7 +31,7 @@ def browser_lm(s260_bundle):
 
 
 def test_browser_wasm_agrees_with_onnx_per_item(browser_lm, s260_bundle, small_data_dir, tmp_path):
-    from evalsuite.backends.onnx import OnnxLM
+    from webllama.evalsuite.backends.onnx import OnnxLM
 
     session = browser_lm.session
     got = evaluate(browser_lm, tmp_path / "browser", small_data_dir, tasks=TASKS, backend="browser")
@@ -48,8 +48,8 @@ def test_browser_wasm_agrees_with_onnx_per_item(browser_lm, s260_bundle, small_d
 
 
 def test_browser_refuses_sampling(browser_lm):
-    from evalsuite.backends.base import GenOptions
-    from evalsuite.errors import BackendError
+    from webllama.evalsuite.backends.base import GenOptions
+    from webllama.evalsuite.errors import BackendError
 
     with pytest.raises(BackendError, match="greedy"):
         browser_lm.generate([[1, 2]], GenOptions(4, (), (2,), do_sample=True, temperature=0.7))
@@ -59,8 +59,8 @@ def test_browser_refuses_sampling(browser_lm):
 @pytest.mark.skipif(not os.environ.get("WEBLLAMA_EVAL_WEBGPU"), reason="set WEBLLAMA_EVAL_WEBGPU=1 (~2 min on 2 cores)")
 def test_browser_webgpu_scores_like_onnx(s260_bundle):
     """SwiftShader WebGPU (--enable-unsafe-webgpu): same greedy flags, log-likelihoods within 1e-3."""
-    from evalsuite.backends.browser import BrowserLM
-    from evalsuite.backends.onnx import OnnxLM
+    from webllama.evalsuite.backends.browser import BrowserLM
+    from webllama.evalsuite.backends.onnx import OnnxLM
 
     pairs = [([1, 403, 407], [261, 378]), ([1, 403], [407, 261, 378]), ([1], [403])]
     lm = BrowserLM(pretrained=str(s260_bundle), variant="q4", device="webgpu")

@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-
-from evalsuite.compare import _agg_weighted_perplexity, compare_runs, mcnemar_exact, paired_bootstrap, to_table
+from webllama.evalsuite.compare import _agg_weighted_perplexity, compare_runs, mcnemar_exact, paired_bootstrap, to_table
 
 
 def test_mcnemar_exact_known_values():

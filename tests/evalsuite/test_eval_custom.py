@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from evalsuite.cli import main
+from webllama.evalsuite.cli import main
 
 TASK_YAML = """\
 task: toy_story
@@ -151,9 +150,8 @@ def test_adapter_is_native_only(tmp_path, s260_bundle, tiny_lora, capsys):
 def test_native_adapter_is_the_peft_model(tiny_llama_dir, tiny_lora):
     from peft import PeftModel
     from transformers import LlamaForCausalLM
-
-    from evalsuite.backends.base import GenOptions
-    from evalsuite.backends.native import NativeLM
+    from webllama.evalsuite.backends.base import GenOptions
+    from webllama.evalsuite.backends.native import NativeLM
 
     tuned = NativeLM(pretrained=str(tiny_llama_dir), adapters=str(tiny_lora))
     plain = NativeLM(pretrained=str(tiny_llama_dir))

@@ -6,9 +6,8 @@ import json
 
 import pytest
 from eval_fakes import FakeLM
-
-from evalsuite.errors import RunMismatch
-from evalsuite.run import EvalRequest, load_run, run_eval
+from webllama.evalsuite.errors import RunMismatch
+from webllama.evalsuite.run import EvalRequest, load_run, run_eval
 
 TASKS = ("arc_easy", "lambada_openai", "wikitext", "gsm8k")
 
@@ -63,7 +62,7 @@ def test_results_file_and_samples(tmp_path, small_data_dir):
 
 
 def test_cli_eval_resume_and_compare(tmp_path, s260_bundle, small_data_dir, capsys):
-    from evalsuite.cli import main
+    from webllama.evalsuite.cli import main
 
     args = [
         "eval",

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from evalsuite import tasks
-from evalsuite.tasks import loaders
+from webllama.evalsuite import tasks
+from webllama.evalsuite.tasks import loaders
 
 MMLU_SAMPLE = ["mmlu_abstract_algebra", "mmlu_high_school_us_history", "mmlu_world_religions"]
 CHECKED = [n for n in tasks.TASKS if not n.startswith("mmlu_")] + MMLU_SAMPLE
@@ -91,7 +90,7 @@ def test_generated_yaml_only_swaps_the_data_source(tmp_path, small_data_dir):
     assert set(names) == set(tasks.TASKS)
     assert len([n for n in names if n.startswith("mmlu_")]) == 57
     cfg = (tmp_path / "arc_easy.yaml").read_text()
-    assert "custom_dataset: !function 'evalsuite.tasks.loaders.arc'" in cfg
+    assert "custom_dataset: !function 'webllama.evalsuite.tasks.loaders.arc'" in cfg
     doc = yaml.safe_load(cfg.replace("!function ", ""))
     assert set(doc) == {"include", "task", "custom_dataset", "dataset_kwargs", "training_split", "validation_split"}
     assert doc["training_split"] is None and doc["dataset_kwargs"]["subset"] == "ARC-Easy"
@@ -138,7 +137,7 @@ def test_mmlu_subject_list_matches_the_files(benchmarks_dir):
 
 
 def test_unknown_task_names_the_closest(small_tasks, small_data_dir):
-    from evalsuite.errors import UnknownTask
+    from webllama.evalsuite.errors import UnknownTask
 
     tm, _ = small_tasks
     with pytest.raises(UnknownTask, match="arc_easy"):
@@ -146,7 +145,7 @@ def test_unknown_task_names_the_closest(small_tasks, small_data_dir):
 
 
 def test_missing_file_is_a_one_line_error(tmp_path):
-    from evalsuite.errors import DataMissing
+    from webllama.evalsuite.errors import DataMissing
 
     with pytest.raises(DataMissing, match="not found"):
         loaders.piqa(str(tmp_path))

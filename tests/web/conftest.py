@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from evalsuite.backends.browser import BASE_ARGS, WEBGPU_ARGS  # one Chromium command line for tests and evals
+from webllama.evalsuite.backends.browser import BASE_ARGS, WEBGPU_ARGS  # one Chromium command line for tests and evals
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 CHROMIUM = os.environ.get("WEBLLAMA_CHROMIUM", "/usr/bin/chromium")
@@ -62,9 +61,8 @@ class _Counting:
 @pytest.fixture(scope="session")
 def serve():
     """serve(*bundle_paths, leaderboard=None) -> RunningServer; servers stop at session end."""
+    from webllama.web.server import ServeConfig, create_app
     from werkzeug.serving import make_server
-
-    from web.server import ServeConfig, create_app
 
     servers = []
 

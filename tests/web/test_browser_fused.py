@@ -13,8 +13,8 @@ N_TOKENS = 32
 
 @pytest.fixture(scope="module")
 def fused_bundle(tmp_path_factory, stories_dir):
-    from converter import ConvertOptions, convert
-    from converter.variants import parse_variants
+    from webllama.converter import ConvertOptions, convert
+    from webllama.converter.variants import parse_variants
 
     out = tmp_path_factory.mktemp("fused") / "stories260K-fused"
     convert(str(stories_dir), out, ConvertOptions(variants=parse_variants("fp32,q4"), graph="fused", progress=False))
@@ -24,7 +24,7 @@ def fused_bundle(tmp_path_factory, stories_dir):
 @pytest.mark.parametrize("device", ["wasm", "webgpu"])
 @pytest.mark.parametrize("variant", ["q4", "fp32"])
 def test_fused_greedy_parity(page, serve, fused_bundle, variant, device):
-    from converter.ort_model import OrtModel
+    from webllama.converter.ort_model import OrtModel
 
     unpacked = device == "wasm" and variant == "q4"  # the engine runs the dequantize-at-load graph there
     m = OrtModel(fused_bundle, variant=variant, graph="wasm" if unpacked else "default")

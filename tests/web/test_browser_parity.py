@@ -1,5 +1,5 @@
 """Token parity: greedy ids from the browser engine (WASM and WebGPU) equal onnxruntime Python CPU
-(converter.ort_model.OrtModel.greedy) on the same bundle; WebGPU runs are proven by ORT's placement log."""
+(webllama.converter.ort_model.OrtModel.greedy) on the same bundle; WebGPU runs are proven by ORT's placement log."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def s260_server(serve, s260_bundle):
 
 @pytest.fixture(scope="module")
 def s260_prompt(s260_bundle) -> list[int]:
-    from converter.ort_model import OrtModel
+    from webllama.converter.ort_model import OrtModel
 
     m = OrtModel(s260_bundle, variant="fp32")
     return [m.bos_token_id, *m.tokenizer.encode(PROMPT, add_special_tokens=False).ids]
@@ -29,7 +29,7 @@ def s260_prompt(s260_bundle) -> list[int]:
 
 @pytest.fixture(scope="module")
 def s260_reference(s260_bundle, s260_prompt) -> dict[str, list[int]]:
-    from converter.ort_model import OrtModel
+    from webllama.converter.ort_model import OrtModel
 
     # On WASM the engine runs an int4 variant's dequantize-at-load graph (converter/quant/unpack.py): the
     # reference is onnxruntime CPU on that same graph.
@@ -58,7 +58,7 @@ def test_stories260k_greedy_parity(page, s260_server, s260_prompt, s260_referenc
 
 def test_tokenizer_and_scoring_parity(page, s260_server, s260_bundle):
     """encode/decode match Python's tokenizers; scoreTokens matches log-softmax of OrtModel.forward."""
-    from converter.ort_model import OrtModel
+    from webllama.converter.ort_model import OrtModel
 
     m = OrtModel(s260_bundle, variant="fp32")
     texts = ["Once upon a time", " Lily  liked\tcats.\n\nThe end!", "naïve café ☃ 🙂", "123 + 456 = 579"]

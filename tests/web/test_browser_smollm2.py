@@ -31,7 +31,7 @@ def smol_prompt(smollm2_bundle) -> list[int]:
 
 @pytest.mark.parametrize(("device", "n_tokens"), [("wasm", 32), ("webgpu", 4)])
 def test_smollm2_q4_greedy_parity(page, smol_server, smollm2_bundle, smol_prompt, device, n_tokens):
-    from converter.ort_model import OrtModel
+    from webllama.converter.ort_model import OrtModel
 
     want = OrtModel(smollm2_bundle, variant="q4").greedy(smol_prompt, n_tokens)
     open_eval(page, smol_server)

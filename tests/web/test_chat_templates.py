@@ -7,12 +7,12 @@ import json
 import shutil
 
 import pytest
+from webllama.converter import ConvertOptions, convert
+from webllama.converter.chat_templates import TEMPLATES
+from webllama.converter.customize import Customization
+from webllama.converter.manifest import list_files, write_json_atomic
+from webllama.converter.variants import parse_variants
 
-from converter import ConvertOptions, convert
-from converter.chat_templates import TEMPLATES
-from converter.customize import Customization
-from converter.manifest import list_files, write_json_atomic
-from converter.variants import parse_variants
 from tests.web.conftest import load_bundle, open_eval
 
 TWO_TURNS = [

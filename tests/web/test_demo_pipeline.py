@@ -22,7 +22,7 @@ def demo_dir(tmp_path_factory, stories_dir, benchmarks_dir):
     cmd = [
         sys.executable,
         "-m",
-        "converter.cli",
+        "webllama.converter.cli",
         "demo",
         str(stories_dir),
         "--workdir",

@@ -9,8 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from web.server import Leaderboard, ServeConfig, ServeError, create_app, discover_bundles, find_leaderboard
+from webllama.web.server import Leaderboard, ServeConfig, ServeError, create_app, discover_bundles, find_leaderboard
 
 from .conftest import node_modules_ready
 
@@ -138,8 +137,8 @@ def test_vendor_wasm_and_mjs_mime(client):
 
 
 def leaderboard_rows():
-    """Two rows for evalsuite.leaderboard_html.write_leaderboard (no eval run needed)."""
-    from evalsuite.leaderboard import Row, Score
+    """Two rows for webllama.evalsuite.leaderboard_html.write_leaderboard (no eval run needed)."""
+    from webllama.evalsuite.leaderboard import Row, Score
 
     native = Row("tiny", "source", "native", "abc", {"arc_easy": Score("acc,none", 0.42, 0.02)}, 2_000_000, 4.0)
     q4 = Row("tiny", "q4", "browser-wasm", "abc", {"arc_easy": Score("acc,none", 0.40, 0.02, delta=-0.02, p_value=0.3)}, 600_000, 0.6)
@@ -147,7 +146,7 @@ def leaderboard_rows():
 
 
 def test_leaderboard_folder_is_served_with_its_files(tmp_path, bundle):
-    from evalsuite.leaderboard_html import write_leaderboard
+    from webllama.evalsuite.leaderboard_html import write_leaderboard
 
     lb = tmp_path / "lb"
     write_leaderboard(leaderboard_rows(), lb)
@@ -219,7 +218,7 @@ def test_discovery_errors_and_unique_slugs(tmp_path, bundle):
 def test_cli_registers_serve_with_safe_defaults():
     import argparse
 
-    from web.cli import register
+    from webllama.web.cli import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="cmd"))

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from web.cli import main as web_cli
-from web.static_site import VENDOR_FILES, SiteError, SiteOptions, write_site
+from webllama.web.cli import main as web_cli
+from webllama.web.static_site import VENDOR_FILES, SiteError, SiteOptions, write_site
 
 from .conftest import node_modules_ready
 from .test_server import leaderboard_rows, make_bundle
@@ -24,7 +23,7 @@ needs_npm = pytest.mark.skipif(not node_modules_ready(), reason="web/node_module
 
 
 def write_board(folder: Path, rows=None) -> Path:
-    from evalsuite.leaderboard_html import write_leaderboard
+    from webllama.evalsuite.leaderboard_html import write_leaderboard
 
     write_leaderboard(rows or leaderboard_rows(), folder)
     return folder
@@ -162,9 +161,9 @@ def test_site_chats_on_a_plain_static_server_single_threaded(browser_no_webgpu, 
 
 
 def readme_rows():
-    """The rows `evalsuite.leaderboard.collect` made from four real `webllama eval` runs of stories260K
+    """The rows `webllama.evalsuite.leaderboard.collect` made from four real `webllama eval` runs of stories260K
     (native, onnx fp32, onnx q4, browser q4 on WASM; `--tasks arc_easy,piqa --limit 20`, 0-shot)."""
-    from evalsuite.leaderboard import Row, Score
+    from webllama.evalsuite.leaderboard import Row, Score
 
     def scores(arc: float, arc_se: float, delta=None, agreement=None) -> dict:
         vs_native = {} if delta is None else {"delta": 0.0, "p_value": 1.0, "agreement": 1.0}

@@ -4,10 +4,10 @@ Lazy "module:attr" targets so that timing onnxruntime never imports torch, Playw
 """
 
 RUNNERS = {
-    "onnx": "evalsuite.bench.runners.onnx:make_runner",
-    "native": "evalsuite.bench.runners.native:make_runner",
-    "llamacpp": "evalsuite.bench.runners.llamacpp:make_runner",
-    "browser": "evalsuite.bench.runners.web:make_webllama_runner",
-    "transformersjs": "evalsuite.bench.runners.web:make_transformersjs_runner",
-    "wllama": "evalsuite.bench.runners.web:make_wllama_runner",
+    "onnx": "webllama.evalsuite.bench.runners.onnx:make_runner",
+    "native": "webllama.evalsuite.bench.runners.native:make_runner",
+    "llamacpp": "webllama.evalsuite.bench.runners.llamacpp:make_runner",
+    "browser": "webllama.evalsuite.bench.runners.web:make_webllama_runner",
+    "transformersjs": "webllama.evalsuite.bench.runners.web:make_transformersjs_runner",
+    "wllama": "webllama.evalsuite.bench.runners.web:make_wllama_runner",
 }

@@ -9,8 +9,7 @@ import os
 import time
 
 import numpy as np
-
-from evalsuite.bench.schema import BenchError
+from webllama.evalsuite.bench.schema import BenchError
 
 INSTALL = (
     'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" '

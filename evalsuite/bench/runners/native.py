@@ -16,8 +16,7 @@ class TorchRunner:
 
     def load(self) -> dict:
         import torch
-
-        from converter.sources import load_source
+        from webllama.converter.sources import load_source
 
         torch.set_num_threads(self.threads)
         self.src = None

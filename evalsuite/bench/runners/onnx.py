@@ -1,4 +1,4 @@
-"""A bundle variant on onnxruntime CPU in this process (converter.ort_model.OrtModel)."""
+"""A bundle variant on onnxruntime CPU in this process (webllama.converter.ort_model.OrtModel)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 class OrtRunner:
     def __init__(self, bundle_dir, variant: str | None, threads: int, profile_dir: str | None = None) -> None:
-        from converter.manifest import open_bundle
+        from webllama.converter.manifest import open_bundle
 
         self.bundle = open_bundle(bundle_dir)
         self.variant = self.bundle.variant(variant)["name"]
@@ -22,7 +22,7 @@ class OrtRunner:
         self.model = None
 
     def load(self) -> dict:
-        from converter.ort_model import OrtModel
+        from webllama.converter.ort_model import OrtModel
 
         self.model = None
         t0 = time.perf_counter()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evalsuite.backends.browser import BASE_ARGS as EVAL_BASE_ARGS
-from evalsuite.bench.schema import BenchError
+from webllama.evalsuite.backends.browser import BASE_ARGS as EVAL_BASE_ARGS
+from webllama.evalsuite.bench.schema import BenchError
 
 # The eval backend's Chromium flags (one list for the whole suite), plus eager memory measurement.
 BASE_ARGS = [*EVAL_BASE_ARGS, "--enable-blink-features=ForceEagerMeasureMemory"]
@@ -122,8 +122,8 @@ def gpt2_detokenize(tokens: list[str]) -> str:
 
 
 def _bundle_common(req) -> tuple:
-    from converter.manifest import open_bundle
-    from evalsuite.bench.web_server import BenchServer
+    from webllama.converter.manifest import open_bundle
+    from webllama.evalsuite.bench.web_server import BenchServer
 
     bundle = open_bundle(req.target)
     server = BenchServer(bundle=bundle.root)
@@ -160,8 +160,7 @@ def make_transformersjs_runner(req) -> PageRunner:
 
 def make_wllama_runner(req) -> WllamaRunner:
     import gguf
-
-    from evalsuite.bench.web_server import BenchServer
+    from webllama.evalsuite.bench.web_server import BenchServer
 
     path = Path(req.target)
     if path.suffix != ".gguf":
