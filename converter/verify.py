@@ -119,7 +119,10 @@ def verify_variant(source: LoadedSource, model: OrtModel, exact: bool) -> Varian
     have = model.greedy(prompt, n, eos=False)
     diverge = next((i for i, (a, b) in enumerate(zip(want, have, strict=True)) if a != b), None)
     match = diverge is None
-    passed = (match and top1 == 1.0) if exact else True
+    finite = all(np.isfinite(x) for x in (max_diff, kl, top1))
+    # A NaN/Inf figure means the bundle computes garbage somewhere: it fails whatever the variant's floor.
+    passed = finite and ((match and top1 == 1.0) if exact else True)
+    max_diff, kl, top1 = (float(x) if np.isfinite(x) else None for x in (max_diff, kl, top1))
     return VariantReport(
         variant=model.variant,
         tokens_scored=len(ids),
@@ -155,9 +158,14 @@ def verify_bundle(source: LoadedSource, bundle, variants: list[str] | None = Non
     }
 
 
+def _fig(x: float | None, fmt: str) -> str:
+    """A figure for the table; None is a non-finite one (verify.json is strict JSON: NaN is null)."""
+    return format(x, fmt) if x is not None else "non-finite"
+
+
 def raise_if_failed(doc: dict, where: str) -> None:
     bad = [
-        f"{k} (top-1 {r['top1_agreement']:.4f}, first divergent greedy token {r['first_divergence']})"
+        f"{k} (top-1 {_fig(r['top1_agreement'], '.4f')}, first divergent greedy token {r['first_divergence']})"
         for k, r in doc["variants"].items()
         if not r["passed"]
     ]
@@ -171,6 +179,7 @@ def format_table(doc: dict) -> str:
         greedy = "identical" if r["greedy_match"] else f"diverges@{r['first_divergence']}"
         status = "ok" if r["passed"] else "FAILED"
         rows.append(
-            f"{name:<8} {r['max_abs_logit_diff']:>11.5f} {r['mean_kl']:>10.6f} {r['top1_agreement']:>8.4f}   {greedy:<12} {status}"
+            f"{name:<8} {_fig(r['max_abs_logit_diff'], '>11.5f')} {_fig(r['mean_kl'], '>10.6f')} "
+            f"{_fig(r['top1_agreement'], '>8.4f')}   {greedy:<12} {status}"
         )
     return "\n".join(rows)
