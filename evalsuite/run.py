@@ -54,6 +54,8 @@ class EvalRequest:
     include_paths: tuple[str, ...] = ()  # user task folders (absolute), lm-eval's include_path
     adapters: tuple[str, ...] = ()  # native: PEFT LoRA folders (absolute) merged into the source
     adapter_weights: tuple[float, ...] = ()  # one scale per adapter; () = 1.0 each
+    # lm-eval's samples=: only these doc indices of each task (a `webllama sweep` shard); limit must be None
+    samples: dict[str, tuple[int, ...]] | None = None
 
     def fingerprint(self) -> dict:
         """The fields a resumed run must share with the interrupted one (output dir excluded)."""
@@ -62,7 +64,7 @@ class EvalRequest:
         d.pop("bootstrap_iters")  # changes only the reported stderr of perplexity, not any answer
         d.pop("batch_size")  # changes padding only (answers equal within float tolerance)
         d.pop("threads")  # changes the order of float sums only
-        for key in ("include_paths", "adapters", "adapter_weights"):
+        for key in ("include_paths", "adapters", "adapter_weights", "samples"):
             if not d[key]:
                 d.pop(key)  # absent when unused, so run folders written before these options still resume
         # Paths alone would let a retrained adapter or an edited task YAML in the same folder reuse the
@@ -145,6 +147,7 @@ def run_eval(req: EvalRequest, lm) -> dict:
         tasks=names,
         num_fewshot=req.num_fewshot,
         limit=req.limit,
+        samples={task: list(ids) for task, ids in req.samples.items()} if req.samples else None,
         use_cache=str(out / CACHE_PREFIX),
         log_samples=True,
         task_manager=tm,
