@@ -1,6 +1,11 @@
 """Writing a bundle: every file goes to a hidden temporary directory beside the output, which is
 renamed into place only when the graph, weights, tokenizer, verification and manifest are complete.
-An interrupted or failed run removes its temporary directory and leaves nothing behind.
+An interrupted (Ctrl-C, SIGTERM) or failed run removes its temporary directory and leaves nothing
+behind; a run killed outright (SIGKILL) leaves one, which the next run for that output removes.
+
+`--force` replaces only what `webllama convert` writes: a bundle (a manifest and exactly the files it
+lists) or an empty folder. Anything else, a file, a link, the current folder or one of its parents, is
+refused with one line: the command never destroys what it did not create.
 """
 
 from __future__ import annotations
@@ -9,13 +14,16 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 from webllama.converter.customize import Customization
-from webllama.converter.errors import DiskFull, OutputExists
+from webllama.converter.errors import DiskFull, OutputExists, OutputNotWritable, VerifyFailed
 from webllama.converter.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, list_files, write_json_atomic
 from webllama.converter.onnx_io import graph_io, save_sharded
 from webllama.converter.quant.int4 import QuantSpec
@@ -23,34 +31,160 @@ from webllama.converter.sources.base import LoadedSource
 from webllama.converter.variants import Variant
 
 VERSION = "0.1.0"
+UNVERIFIED_SUFFIX = ".unverified"  # where a bundle that failed verification is kept, beside the output
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT}
+
+
+def _scratch_name(out: Path, kind: str, pid: int) -> Path:
+    return out.parent / f".{out.name}.{kind}-{pid}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_scratch(out: Path) -> None:
+    """Remove `.NAME.partial-PID` / `.NAME.old-PID` left by a run that was killed (its PID is gone)."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(partial|old)-(\d+)$")
+    if not out.parent.is_dir():
+        return
+    for p in out.parent.iterdir():
+        m = pattern.match(p.name)
+        if m and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
+            _remove(p)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def is_bundle_dir(path: Path) -> bool:
+    """A folder holding a webllama manifest and nothing but the files it lists (what convert writes)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        listed = {f["path"] for f in manifest["files"]} | {MANIFEST}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return False
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return False
+    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if not p.is_dir() or p.is_symlink()}
+    return present <= listed
+
+
+def check_replaceable(out: Path, force: bool) -> None:
+    """Raise OutputExists unless `out` is absent, or `force` is given and `out` is ours to replace."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise OutputExists(f"{out} already exists; choose another output directory or pass --force to replace it")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise OutputExists(f"{out} is the current directory or one of its parents; refusing to replace it: choose another output")
+    if out.is_symlink() or not out.is_dir():
+        raise OutputExists(
+            f"{out} is a file or a link, not a bundle; --force replaces only a bundle written by `webllama convert` "
+            "or an empty folder: move it away or choose another output"
+        )
+    if any(out.iterdir()) and not is_bundle_dir(out):
+        raise OutputExists(
+            f"{out} is not a webllama bundle (no manifest.json listing exactly its files); --force replaces only a "
+            "bundle or an empty folder: move your files away or choose another output"
+        )
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up exactly as Ctrl-C does
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _not_writable(out: Path, e: OSError) -> OutputNotWritable:
+    return OutputNotWritable(f"cannot write {out} ({e.strerror}); choose an output folder you can write to")
+
+
+def _make_scratch(out: Path) -> Path:
+    tmp = _scratch_name(out, "partial", os.getpid())
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_scratch(out)
+        _remove(tmp)
+        tmp.mkdir()
+    except OSError as e:
+        if e.errno in _NOT_WRITABLE:
+            raise _not_writable(out, e) from None
+        raise
+    return tmp
+
+
+def _install(tmp: Path, out: Path, force: bool) -> None:
+    """Rename `tmp` to `out`; an existing `out`, checked again now, is moved aside and then removed."""
+    check_replaceable(out, force)
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = _scratch_name(out, "old", os.getpid())
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        os.replace(old, out)
+        raise
+    _remove(old)
+
+
+def _keep_unverified(tmp: Path, out: Path, e: VerifyFailed) -> VerifyFailed:
+    """A bundle that failed verification is never installed at `out`; it is kept beside it for inspection."""
+    kept = out.with_name(out.name + UNVERIFIED_SUFFIX)
+    if kept.exists() and not (kept.is_dir() and not kept.is_symlink() and is_bundle_dir(kept)):
+        _remove(tmp)
+        return VerifyFailed(f"{e}; the bundle was discarded ({kept} is in the way), nothing was written to {out}")
+    _remove(kept)
+    os.replace(tmp, kept)
+    return VerifyFailed(f"{e}; nothing was written to {out}: the failed bundle is kept in {kept} (delete it when done)")
 
 
 @contextlib.contextmanager
 def staging_dir(out: Path, force: bool) -> Iterator[Path]:
-    """Yield a temporary directory that becomes `out` on success and disappears on any failure."""
-    if out.exists() and not force:
-        raise OutputExists(f"{out} already exists; choose another output directory or pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
-            raise DiskFull(f"no space left on the device while writing {out}; free some space or choose another output") from None
-        raise
-    except BaseException:  # KeyboardInterrupt included: never leave a half-written bundle
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Yield a temporary directory that becomes `out` on success and disappears on any failure
+    (a VerifyFailed raised inside moves it to OUT.unverified instead)."""
+    out = Path(os.path.abspath(out))
+    check_replaceable(out, force)
+    with _sigterm_as_interrupt():
+        tmp = _make_scratch(out)
+        try:
+            yield tmp
+            _install(tmp, out, force)
+        except VerifyFailed as e:
+            raise _keep_unverified(tmp, out, e) from None
+        except OSError as e:
+            _remove(tmp)
+            if e.errno == errno.ENOSPC:
+                raise DiskFull(f"no space left on the device while writing {out}; free some space or choose another output") from None
+            if e.errno in _NOT_WRITABLE:
+                raise _not_writable(out, e) from None
+            raise
+        except BaseException:  # KeyboardInterrupt and SIGTERM included: never leave a half-written bundle
+            _remove(tmp)
+            raise
 
 
 def variant_entry(variant: Variant, shards: list[Path], model: onnx.ModelProto, graph: str) -> dict:

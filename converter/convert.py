@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from webllama.converter import customize
 from webllama.converter.bundle import add_wasm_graphs, build_manifest, staging_dir, write_manifest, write_model_files, write_variant
 from webllama.converter.customize import Customization
 from webllama.converter.export_optimum import export_fp32
-from webllama.converter.manifest import Bundle, open_bundle
+from webllama.converter.manifest import Bundle, open_bundle, write_json_atomic
 from webllama.converter.quant.fp16 import to_fp16
 from webllama.converter.quant.int4 import QuantSpec, quantize_int4
 from webllama.converter.sources import load_source
@@ -83,10 +82,9 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
             bar.set_postfix_str("verify")
             write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, None, opts.customization))
             verify = verify_bundle(src, open_bundle(tmp), [v.name for v in opts.variants])
-            (tmp / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
+            write_json_atomic(tmp / "verify.json", verify)  # strict JSON: a NaN figure is null
             bar.update()
         write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify, opts.customization))
-    bundle = open_bundle(out)
-    if verify is not None:
-        raise_if_failed(verify, str(out))
-    return bundle
+        if verify is not None:  # inside: a failed bundle is kept aside, never installed at `out` (bundle.py)
+            raise_if_failed(verify, str(out))
+    return open_bundle(out)

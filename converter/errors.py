@@ -30,6 +30,10 @@ class MissingTensor(ConvertError):
     pass
 
 
+class UnusedTensor(ConvertError):
+    """A source tensor no graph tensor consumes and no table declares unused: converting would drop it."""
+
+
 class ShapeMismatch(ConvertError):
     pass
 
@@ -44,6 +48,14 @@ class UnsupportedVariant(ConvertError):
 
 class OutputExists(ConvertError):
     pass
+
+
+class OutputNotWritable(ConvertError):
+    """The output folder is on a read-only file system or in a folder the user cannot write."""
+
+
+class NonFiniteWeights(BadFormat):
+    """A source tensor holds NaN or Inf: the model would convert, verify and then emit garbage."""
 
 
 class DiskFull(ConvertError):

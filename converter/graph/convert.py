@@ -4,7 +4,6 @@ the same verification as the optimum path (converter/convert.py)."""
 from __future__ import annotations
 
 import gc
-import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -13,7 +12,7 @@ from webllama.converter.bundle import add_wasm_graphs, build_manifest, staging_d
 from webllama.converter.graph.emit import write_fused_variant
 from webllama.converter.graph.readers import StateDictReader
 from webllama.converter.graph.source import light_source, open_reader
-from webllama.converter.manifest import Bundle, open_bundle
+from webllama.converter.manifest import Bundle, open_bundle, write_json_atomic
 from webllama.converter.sources import load_source
 from webllama.converter.sources.base import LoadedSource
 from webllama.converter.verify import raise_if_failed, verify_bundle
@@ -47,9 +46,8 @@ def convert_fused(source: str | LoadedSource, out_dir: str | Path, opts) -> Bund
         if opts.verify:
             write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, None, custom))
             verify = verify_bundle(src, open_bundle(tmp), [v.name for v in opts.variants])
-            (tmp / "verify.json").write_text(json.dumps(verify, indent=2) + "\n")
+            write_json_atomic(tmp / "verify.json", verify)  # strict JSON: a NaN figure is null
         write_manifest(tmp, build_manifest(src, tmp, variants, opts.quant, verify, custom))
-    bundle = open_bundle(out)
-    if verify is not None:
-        raise_if_failed(verify, str(out))
-    return bundle
+        if verify is not None:  # inside: a failed bundle is kept aside, never installed at `out` (bundle.py)
+            raise_if_failed(verify, str(out))
+    return open_bundle(out)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from webllama.converter.errors import BadFormat, MissingTensor, UnsupportedArchitecture
+from webllama.converter.sources.base import check_finite
 from webllama.converter.sources.llama2c import permute_rope
 
 # canonical per-layer tensor -> HF template ({i} = layer index)
@@ -148,6 +149,7 @@ class SafetensorsReader(TensorReader):
             raise self._missing(hf_name, str(self.folder))
         with safe_open(str(self._where[hf_name]), framework="pt") as handle:
             t = handle.get_tensor(hf_name)
+        check_finite(hf_name, t, str(self._where[hf_name]))
         return t.to(torch.float32).numpy()
 
 
@@ -183,6 +185,7 @@ class GGUFTensorReader(TensorReader):
 
         t = self._tensor(hf_name)
         w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        check_finite(f"{hf_name} (GGUF {t.name!r})", w, str(self.file))
         return self._unpermute(hf_name, w)
 
     def _unpermute(self, hf_name: str, w: np.ndarray) -> np.ndarray:

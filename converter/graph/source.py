@@ -35,7 +35,9 @@ def open_reader(spec: str, revision: str | None = None) -> TensorReader:
             )
         return SafetensorsReader(path)
     if kind == "gguf":
-        return GGUFTensorReader(gguf.find_gguf(path))
+        file = gguf.find_gguf(path)
+        gguf.read_metadata(file)  # magic, readable header, not truncated: one line instead of a traceback
+        return GGUFTensorReader(file)
     ckpt, _ = llama2c._find_files(path)
     header = llama2c.read_header(ckpt)
     llama2c.check_size(ckpt, header)

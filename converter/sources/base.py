@@ -67,3 +67,22 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def check_finite(name: str, values, where: str) -> None:
+    """NonFiniteWeights naming the tensor if `values` (a numpy array or torch tensor) holds NaN or Inf:
+    such a model converts and verifies against itself, then the browser gets NaN logits."""
+    import numpy as np
+
+    finite = values.isfinite().all() if hasattr(values, "isfinite") else np.isfinite(values).all()
+    if not bool(finite):
+        from webllama.converter.errors import NonFiniteWeights
+
+        raise NonFiniteWeights(f"{where}: tensor {name} holds NaN or Inf values; the checkpoint is corrupt, get a good copy")
+
+
+def check_model_finite(model, where: str) -> None:
+    """check_finite over every parameter and buffer of a loaded torch model."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point():
+            check_finite(name, t.detach(), where)

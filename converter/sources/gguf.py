@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from webllama.converter.errors import BadFormat, MissingFile, UnsupportedArchitecture
-from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, sha256_file
+from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, check_model_finite, sha256_file
 
 GGUF_MAGIC = b"GGUF"
 
@@ -99,6 +99,7 @@ def load(path: Path, revision: str | None = None) -> LoadedSource:
         model = LlamaForCausalLM.from_pretrained(file.parent, gguf_file=file.name, torch_dtype=torch.float32)
     except Exception as e:
         raise BadFormat(f"{file}: transformers cannot load this GGUF ({type(e).__name__}: {e})") from None
+    check_model_finite(model, str(file))
     tokenizer = fix_tokenizer(tokenizer, meta)
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.bos_token_id = tokenizer.bos_token_id

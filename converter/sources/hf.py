@@ -19,6 +19,7 @@ from webllama.converter.sources.base import (
     SUPPORTED_MODEL_TYPES,
     LoadedSource,
     SourceReader,
+    check_model_finite,
     sha256_files,
 )
 
@@ -127,6 +128,7 @@ def load(path: Path, revision: str | None = None, hub_id: str | None = None) -> 
         model = LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
     except Exception as e:
         raise BadFormat(f"{path}: the weights cannot be loaded ({type(e).__name__}: {e})") from None
+    check_model_finite(model, str(path))
     model.eval()
     tok_files = [path / t for t in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json") if (path / t).exists()]
     return LoadedSource(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from webllama.converter.errors import BadFormat, MissingFile, TokenizerError, UnsupportedSource
-from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, sha256_files
+from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, check_finite, sha256_files
 
 MAGIC_V1 = 0x616B3432  # "ak42"
 TOKENIZER_NAMES = ("tokenizer.bin", "tok512.bin", "tok4096.bin")
@@ -111,8 +111,8 @@ def read_weights(path: Path, h: Llama2cHeader) -> dict[str, np.ndarray]:
         n = int(np.prod(shape))
         out[name] = flat[pos : pos + n].reshape(shape)
         pos += n
-    if not np.isfinite(flat).all():
-        raise BadFormat(f"{path}: weights contain NaN or Inf; the checkpoint is corrupt")
+    for name, w in out.items():
+        check_finite(name, w, str(path))
     return out
 
 
@@ -167,7 +167,10 @@ def read_tokenizer_bin(path: Path, vocab_size: int) -> tuple[list[str], list[flo
         off += 8
         if length < 0 or off + length > len(raw):
             raise TokenizerError(f"{path}: token {i} has a bad length {length}; the tokenizer file is corrupt")
-        piece = raw[off : off + length].decode("utf-8", errors="strict")
+        try:
+            piece = raw[off : off + length].decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise TokenizerError(f"{path}: token {i} is not valid UTF-8; not a llama2.c tokenizer.bin or a corrupt one") from None
         off += length
         # The exporter wrote "\n<s>\n" for BOS/EOS and a space for SentencePiece's "▁": undo both.
         pieces.append(piece.strip("\n") if piece.strip("\n") in ("<s>", "</s>") else piece.replace(" ", "▁"))
