@@ -18,6 +18,39 @@ class ServeFailed(WebllamaError):
     """The server could not start: bad bundle path, missing npm install, port in use."""
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port a server can listen on (werkzeug would take 99999 modulo 65536)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a port from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port; give one from 1 to 65535")
+    return port
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(host: str) -> frozenset[str]:
+    """Host header names accepted besides loopback names and IP literals (web/server.py host_allowed):
+    the bound name, and this machine's names when the server is reachable from the network."""
+    import socket
+
+    names = {host}
+    if not is_loopback(host):
+        names |= {socket.gethostname(), socket.getfqdn()}
+    return frozenset(n for n in names if n)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
@@ -33,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a bundle folder (holds manifest.json) or a folder of bundle folders",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port, 1-65535 (default 8000)")
     p.add_argument(
         "--leaderboard",
         type=Path,
@@ -89,16 +122,22 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if not (WEB_DIR / "node_modules" / "onnxruntime-web").is_dir():
         raise ServeFailed(f"{WEB_DIR}/node_modules is missing onnxruntime-web; run `cd {WEB_DIR} && npm ci`")
+    cfg = ServeConfig(bundle_paths=tuple(args.bundles), leaderboard_dir=args.leaderboard, allowed_hosts=allowed_hosts(args.host))
     try:
-        app = create_app(ServeConfig(bundle_paths=tuple(args.bundles), leaderboard_dir=args.leaderboard))
+        app = create_app(cfg)
     except ServeError as e:
         raise ServeFailed(str(e)) from e
     names = ", ".join(sorted(app.config["WEBLLAMA_BUNDLES"]))
+    if not is_loopback(args.host):
+        sys.stderr.write(
+            f"warning: --host {args.host} makes {names} and the chat page reachable from the network, "
+            "to anyone who can reach this machine; use --host 127.0.0.1 to keep them local\n"
+        )
     sys.stderr.write(f"webllama: serving {names} on http://{args.host}:{args.port}/\n")
     try:
         app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
-    except OSError as e:
-        raise ServeFailed(f"cannot listen on {args.host}:{args.port} ({e}); pick another --port") from e
+    except (OSError, OverflowError) as e:
+        raise ServeFailed(f"cannot listen on {args.host}:{args.port} ({e}); pick another --port or --host") from None
     return 0
 
 

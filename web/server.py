@@ -2,8 +2,12 @@
 
 `create_app(ServeConfig(...))` builds a fresh app; nothing lives at module level except constants.
 Every response carries COOP/COEP (cross-origin isolation, so onnxruntime-web can use threads) and
-CORP; bundle files answer Range requests (206) with a strong ETag equal to the file's sha256 from
-manifest.json. Paths are joined with werkzeug's safe_join, so `../` never leaves a served folder.
+CORP; bundle files answer Range requests (206, RFC 9110: a Range it cannot honour is ignored) with a
+strong ETag that is the sha256 of the bytes served. Paths are joined with werkzeug's safe_join, so `../`
+never leaves a served folder. A bundle serves exactly manifest.json and the files its manifest lists,
+resolved and confined to the bundle folder (a link out of it is refused); hidden and unfinished
+(`.NAME.partial-PID`, `NAME.unverified`) folders are never listed. Requests whose Host header does not
+name this server are refused (DNS rebinding: a page on another site must not read the bundles).
 
 URL layout (the engine relies on it: worker.js imports `../vendor/...`):
   /                         static/index.html (chat page)     /eval.html  static/eval.html
@@ -20,12 +24,12 @@ Pages use relative URLs only, so web/site.py can write the same files as a stati
 from __future__ import annotations
 
 import html
-import json
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, redirect, send_file
+from flask import Flask, Response, abort, jsonify, redirect, request, send_file
 from werkzeug.security import safe_join
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -45,12 +49,12 @@ MIME_TYPES: dict[str, str] = {
     ".onnx": "application/octet-stream",
     ".onnx_data": "application/octet-stream",
     ".map": "application/json",
-    ".html": "text/html; charset=utf-8",
+    ".html": "text/html",  # werkzeug adds "; charset=utf-8" to every text/* type
     ".css": "text/css",
     ".png": "image/png",
     ".svg": "image/svg+xml",
-    ".md": "text/markdown; charset=utf-8",
-    ".csv": "text/csv; charset=utf-8",
+    ".md": "text/markdown",
+    ".csv": "text/csv",
 }
 
 # What /leaderboard/<path> serves from the leaderboard folder (evalsuite/leaderboard_html.py writes these).
@@ -64,6 +68,9 @@ CROSS_ORIGIN_HEADERS: dict[str, str] = {
 }
 
 _SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+_UNFINISHED = re.compile(r"^\..*\.(partial|old)-\d+$|\.unverified$")  # converter/bundle.py's scratch names
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class ServeError(ValueError):
@@ -86,6 +93,7 @@ class ServeConfig:
     engine_dir: Path = WEB_DIR / "engine"
     node_modules: Path = WEB_DIR / "node_modules"
     bundle_max_age: int = 0  # seconds; 0 = revalidate with the ETag (the engine keeps files in Cache API)
+    allowed_hosts: frozenset[str] = frozenset()  # Host names besides loopback names and IP literals
     vendor_max_age: int = 86400  # pinned npm versions: safe to cache
     extra_headers: dict[str, str] = field(default_factory=dict)
 
@@ -95,20 +103,28 @@ class ServeConfig:
 
 
 def _read_manifest(folder: Path) -> dict:
+    from webllama.converter.errors import BundleError
+    from webllama.converter.manifest import read_manifest
+
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ServeError(f"{folder}/manifest.json: cannot read it ({e}); convert the model again") from e
-    if manifest.get("format") != "webllama-bundle":
-        raise ServeError(f"{folder}/manifest.json: format is {manifest.get('format')!r}, expected 'webllama-bundle'")
-    return manifest
+        return read_manifest(folder)  # format, schema, and paths that stay inside the folder
+    except BundleError as e:
+        raise ServeError(str(e)) from None
+
+
+def _unfinished(folder: Path) -> bool:
+    return bool(_UNFINISHED.search(folder.name))
 
 
 def _bundle_folders(path: Path) -> list[Path]:
+    if _unfinished(path):
+        raise ServeError(f"{path}: an unfinished or unverified conversion, not a bundle; convert the model again")
     if (path / "manifest.json").is_file():
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
+        found = sorted(
+            p for p in path.iterdir() if not p.name.startswith(".") and not _unfinished(p) and (p / "manifest.json").is_file()
+        )
         if found:
             return found
     raise ServeError(
@@ -126,7 +142,7 @@ def discover_bundles(paths: tuple[Path, ...]) -> dict[str, BundleEntry]:
             slug, n = base, 2
             while slug in entries:
                 slug, n = f"{base}-{n}", n + 1
-            sha = {f["path"]: f["sha256"] for f in manifest.get("files", [])}
+            sha = {f["path"]: f["sha256"] for f in manifest["files"]}
             entries[slug] = BundleEntry(slug, folder, manifest, sha)
     return entries
 
@@ -158,12 +174,39 @@ def model_summary(entry: BundleEntry, bundles_url: str = "/bundles/") -> dict:
 # Responses
 
 
+def confined_file(base: Path, rel: str) -> Path | None:
+    """base/rel if it is a file whose real path stays inside base's real path (no link out), else None."""
+    joined = safe_join(str(base), rel)
+    if joined is None:
+        return None
+    try:
+        path = Path(joined)
+        real, root = path.resolve(strict=True), base.resolve(strict=True)
+        return path if real.is_relative_to(root) and real.is_file() else None
+    except (OSError, RuntimeError):  # missing, a name too long for the file system, a link loop
+        return None
+
+
+def _normalize_range(size: int) -> None:
+    """RFC 9110 14.2: a Range the server cannot or will not honour is ignored (200, the whole file);
+    a suffix longer than the file selects the whole file. werkzeug would answer 416 to all of these."""
+    header = request.environ.get("HTTP_RANGE")
+    if header is None:
+        return
+    m = _RANGE.match(header.strip().replace(" ", ""))
+    first, last = (m.group(1), m.group(2)) if m else ("", "")
+    if not m or (not first and not last) or (first and last and int(first) > int(last)):
+        del request.environ["HTTP_RANGE"]  # malformed, another unit, or several ranges
+    elif not first and int(last) > size and size > 0:
+        request.environ["HTTP_RANGE"] = "bytes=0-"
+
+
 def _send(base: Path, rel: str, *, max_age: int, etag: str | bool = True) -> Response:
     """send_file with Range/ETag support; 404 for anything outside `base` or missing."""
-    joined = safe_join(str(base), rel)
-    if joined is None or not Path(joined).is_file():
+    path = confined_file(base, rel)
+    if path is None:
         abort(404)
-    path = Path(joined)
+    _normalize_range(path.stat().st_size)
     resp = send_file(
         path, mimetype=_mime_for(path.name) or "application/octet-stream", conditional=True, etag=etag, max_age=max_age or None
     )
@@ -235,13 +278,35 @@ def create_app(cfg: ServeConfig) -> Flask:
     _add_bundle_routes(app, cfg, bundles)
     _add_leaderboard_route(app, cfg)
 
+    @app.before_request
+    def _check_host() -> Response | None:
+        if not host_allowed(request.host, cfg.allowed_hosts):
+            return Response(f"Host {request.host[:80]!r} is not this server\n", status=421, mimetype="text/plain")
+        return None
+
     @app.after_request
     def _headers(resp: Response) -> Response:
         for k, v in {**CROSS_ORIGIN_HEADERS, **cfg.extra_headers}.items():
             resp.headers.setdefault(k, v)
+        resp.headers.pop("Date", None)  # the HTTP server sends its own: one Date per response
         return resp
 
     return app
+
+
+def host_allowed(host: str, allowed: frozenset[str]) -> bool:
+    """Is `host` (a Host header, with or without a port) a loopback name, an IP literal, or allowed?
+
+    DNS rebinding points an attacker's name at 127.0.0.1; its requests then carry that name."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]").lower()
+    if name in LOOPBACK_NAMES or name in {h.lower() for h in allowed}:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _add_page_routes(app: Flask, cfg: ServeConfig) -> None:
@@ -279,14 +344,26 @@ def _add_bundle_routes(app: Flask, cfg: ServeConfig, bundles: dict[str, BundleEn
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
+    digests = _digest_cache()
+
     @app.get("/bundles/<slug>/<path:rel>")
     def bundle_file(slug: str, rel: str) -> Response:
         entry = bundles.get(slug)
-        if entry is None:
+        # A bundle is manifest.json and the files it lists: nothing else in the folder is served.
+        if entry is None or (rel != "manifest.json" and rel not in entry.sha256):
             abort(404)
-        sha = entry.sha256.get(rel)
-        # A strong ETag that is the file's content hash when the manifest lists it.
-        return _send(entry.path, rel, max_age=0 if rel == "manifest.json" else cfg.bundle_max_age, etag=sha if sha else True)
+        path = confined_file(entry.path, rel)
+        if path is None:
+            abort(404)
+        # A strong ETag that is the hash of the bytes on disk (cached by file identity), so a file changed
+        # since the manifest was written is never announced under the manifest's hash.
+        return _send(entry.path, rel, max_age=0 if rel == "manifest.json" else cfg.bundle_max_age, etag=digests.sha256(path))
+
+
+def _digest_cache():
+    from webllama.converter.manifest import DigestCache
+
+    return DigestCache()
 
 
 def _add_leaderboard_route(app: Flask, cfg: ServeConfig) -> None:

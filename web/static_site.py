@@ -18,7 +18,9 @@ The site is written into a temporary folder next to `out` and renamed into place
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,34 +31,20 @@ from webllama.web.server import (
     WEB_DIR,
     BundleEntry,
     ServeError,
+    confined_file,
     discover_bundles,
     find_leaderboard,
     model_summary,
     no_leaderboard_page,
 )
+from webllama.web.vendor import vendor_files
 
 from webllama.errors import WebllamaError
 
 SITE_FORMAT = "webllama-site"
 PAGES = ("index.html", "eval.html")
-# npm dist folder -> the files worker.js imports and onnxruntime-web fetches (wasmPaths = vendor/ort/):
-# ort.wasm.min.mjs (WASM) loads ort-wasm-simd-threaded.{mjs,wasm}; ort.webgpu.min.mjs the asyncify pair.
-VENDOR_FILES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "ort": (
-        "onnxruntime-web/dist",
-        "onnxruntime-web",
-        (
-            "ort.wasm.min.mjs",
-            "ort-wasm-simd-threaded.mjs",
-            "ort-wasm-simd-threaded.wasm",
-            "ort.webgpu.min.mjs",
-            "ort-wasm-simd-threaded.asyncify.mjs",
-            "ort-wasm-simd-threaded.asyncify.wasm",
-        ),
-    ),
-    "tokenizers": ("@huggingface/tokenizers/dist", "@huggingface/tokenizers", ("tokenizers.min.mjs",)),
-    "jinja": ("@huggingface/jinja/dist", "@huggingface/jinja", ("index.js",)),
-}
+# URL segment -> (npm dist folder, package, the files worker.js imports and onnxruntime-web fetches): web/vendor.json.
+VENDOR_FILES: dict[str, tuple[str, str, tuple[str, ...]]] = vendor_files()
 
 
 class SiteError(WebllamaError):
@@ -84,7 +72,7 @@ class SiteSummary:
 
 def write_site(opts: SiteOptions) -> SiteSummary:
     """Check everything, write the site into a temporary folder next to `opts.out`, rename it into place."""
-    out = Path(opts.out).resolve()
+    out = Path(os.path.abspath(opts.out))  # not resolve(): a link at --out is refused, never followed
     _check_out(out, opts.force)
     bundles = _discover(opts.bundle_paths)
     for pkg, (dist, _, files) in VENDOR_FILES.items():
@@ -93,8 +81,7 @@ def write_site(opts: SiteOptions) -> SiteSummary:
             raise SiteError(f"{opts.node_modules / dist} lacks {', '.join(missing)} (vendor/{pkg}); run `cd {WEB_DIR} && npm ci`")
     if opts.leaderboard_dir is not None and not Path(opts.leaderboard_dir).is_dir():
         raise SiteError(f"--leaderboard {opts.leaderboard_dir}: not a folder; write one with `webllama leaderboard RUNS... --out DIR`")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = _make_tmp(out)
     try:
         board = _write_tree(tmp, opts, bundles)
         _replace(tmp, out)
@@ -105,11 +92,30 @@ def write_site(opts: SiteOptions) -> SiteSummary:
     return SiteSummary(out, tuple(bundles), board, size)
 
 
+def _make_tmp(out: Path) -> Path:
+    """The hidden folder the site is written into, with the mode a plain mkdir gives (mkdtemp's 0700 would
+    make a static server running as another user answer 403)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise SiteError(f"cannot write {out} ({e.strerror}); choose an --out folder you can write to") from None
+        raise
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
+
+
 def _check_out(out: Path, force: bool) -> None:
-    if not out.exists():
+    if not out.exists() and not out.is_symlink():
         return
     if not force:
         raise SiteError(f"{out} already exists; pass --force to replace it, or pick another --out")
+    here = Path.cwd().resolve()
+    if out.is_symlink() or out == here or out in here.parents:
+        raise SiteError(f"{out} is a link, the current folder or one of its parents; refusing to replace it: pick another --out")
     is_site = (out / "site.json").is_file() and _site_format(out / "site.json") == SITE_FORMAT
     if out.is_dir() and (is_site or not any(out.iterdir())):
         return
@@ -172,8 +178,10 @@ def _copy_bundle(entry: BundleEntry, dest: Path) -> None:
     """manifest.json + every file it lists; a listed file that is missing or has the wrong size is an error."""
     dest.mkdir(parents=True)
     shutil.copy2(entry.path / "manifest.json", dest / "manifest.json")
-    for f in entry.manifest.get("files", []):
+    for f in entry.manifest["files"]:  # paths checked at discovery: relative, no '..' (converter/manifest.py)
         src = entry.path / f["path"]
+        if confined_file(entry.path, f["path"]) is None and src.is_file():
+            raise SiteError(f"{src}: a link that leaves the bundle folder {entry.path}; refusing to publish it")
         if not src.is_file() or src.stat().st_size != f.get("size"):
             found = f"{src.stat().st_size} bytes" if src.is_file() else "missing"
             raise SiteError(f"{src}: manifest.json lists {f.get('size')} bytes, found {found}; convert the model again")
@@ -188,7 +196,7 @@ def _copy_leaderboard(dest: Path, folder: Path | None) -> Path | None:
         (dest / "index.html").write_text(no_leaderboard_page(folder), encoding="utf-8")
         return None
     for src in sorted(board.folder.iterdir()):
-        if src.is_file() and src.suffix.lower() in LEADERBOARD_SUFFIXES:
+        if src.suffix.lower() in LEADERBOARD_SUFFIXES and confined_file(board.folder, src.name):
             shutil.copy2(src, dest / src.name)
     if board.page != "index.html":
         shutil.copy2(board.folder / board.page, dest / "index.html")
