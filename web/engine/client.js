@@ -8,7 +8,7 @@
 
 import { Method } from './protocol.js';
 import { RpcClient } from './rpc.js';
-import { InternalError } from './errors.js';
+import { InternalError, NotLoadedError } from './errors.js';
 import { collectCompletion, normalizeRequest } from './openai.js';
 import { CACHE_NAME, ModelStore } from './cache.js';
 
@@ -110,8 +110,10 @@ export class WebLlamaEngine {
   runtimeInfo() { return this.rpc.call(Method.INFO, []); }
   unload() { return this.rpc.call(Method.UNLOAD, []); }
 
+  /** Stop the worker. Every call in flight, and every later one, rejects with NotLoadedError. */
   terminate() {
-    this.rpc.failAll(new InternalError('the engine was terminated'));
+    this.rpc.close(new NotLoadedError('the engine was terminated; create a new one with createEngine()'));
+    if (this.active) this.active.abort();
     this.worker.terminate();
   }
 }

@@ -224,6 +224,7 @@ export class Engine {
       const stop = o.stopIds.has(token) ? 'eos' : n >= o.max_tokens ? 'length' : null;
       yield { token, stop };
       if (stop) return;
+      await nextTask(); // lets a queued CANCEL message run: see nextTask
       if (o.signal && o.signal.aborted) return;
       [logits] = await this.forward([token]);
     }
@@ -243,6 +244,9 @@ export class Engine {
     const ids = checkIds(promptIds, 'promptIds', l.manifest.config.vocab_size);
     if (ids.length === 0) throw new InvalidRequestError('generateTokens: promptIds is empty; start with the BOS token');
     const maxTokens = opts.max_tokens ?? 32;
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) {
+      throw new InvalidRequestError(`generateTokens: max_tokens ${JSON.stringify(maxTokens)} is not a positive integer; give 1 or more`);
+    }
     this.checkContext(ids.length, maxTokens);
     const stopIds = new Set([...(opts.ignore_eos ? [] : l.tokenizer.eosIds), ...(opts.stop_token_ids || [])]);
     const sampler = { sample: (/** @type {Float32Array} */ logits) => argmax(logits) };
@@ -377,4 +381,19 @@ export function halfToFloat(h) {
   if (e === 0) return s * 2 ** -14 * (f / 1024);
   if (e === 31) return f ? NaN : s * Infinity;
   return s * 2 ** (e - 15) * (1 + f / 1024);
+}
+
+/**
+ * Resolve on a new task of the worker's event loop. onnxruntime-web's WASM run settles through microtasks
+ * only, so a decode loop that never leaves them keeps the worker's message queue (and a CANCEL from
+ * Stop or an AbortSignal) waiting until max_tokens; a posted message is queued behind that CANCEL.
+ * @returns {Promise<void>}
+ */
+function nextTask() {
+  if (typeof MessageChannel === 'undefined') return new Promise((resolve) => setTimeout(resolve, 0));
+  return new Promise((resolve) => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => { ch.port1.close(); resolve(); };
+    ch.port2.postMessage(null);
+  });
 }

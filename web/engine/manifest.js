@@ -22,6 +22,20 @@ const PREFERENCE = Object.freeze({
  */
 
 /**
+ * Why `p` cannot name a file inside the bundle (the same rules as converter/manifest.py), or null.
+ * A path is joined to the bundle URL: an absolute one, a `..`, a backslash or a NUL would leave it.
+ * @param {unknown} p @returns {string|null}
+ */
+export function unsafePath(p) {
+  if (typeof p !== 'string' || p === '') return 'is not a non-empty string';
+  if (p.includes('\0')) return 'holds a NUL byte';
+  if (p.includes('\\')) return 'holds a backslash';
+  if (p.startsWith('/') || /^[A-Za-z][A-Za-z0-9+.-]*:/.test(p)) return 'is absolute';
+  if (p.split('/').some((c) => c === '' || c === '.' || c === '..')) return "has a '..', '.' or empty component";
+  return null;
+}
+
+/**
  * Check the fields the engine relies on; throws ManifestError naming the first problem.
  * @param {any} m parsed manifest.json @param {string} where URL, for messages
  * @returns {Manifest}
@@ -39,6 +53,10 @@ export function parseManifest(m, where) {
   if (!m.tokenizer || typeof m.tokenizer.file !== 'string') fail('tokenizer.file is missing');
   if (!m.variants || Object.keys(m.variants).length === 0) fail('variants is empty');
   if (!Array.isArray(m.files)) fail('files is missing');
+  for (const f of m.files) {
+    const why = unsafePath(f && f.path);
+    if (why) fail(`file path ${JSON.stringify(f && f.path)} ${why}`);
+  }
   const listed = new Set(m.files.map((/** @type {FileEntry} */ f) => f.path));
   for (const [name, v] of Object.entries(m.variants)) {
     for (const p of [v.model, ...(v.wasm_model ? [v.wasm_model] : []), ...(v.external_data || [])]) {

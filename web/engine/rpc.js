@@ -19,6 +19,8 @@ export class RpcClient {
     this.nextId = 1;
     /** @type {Map<number, Pending>} */
     this.pending = new Map();
+    /** @type {Error | null} set by close(): every later call rejects with it instead of waiting forever */
+    this.closed = null;
     port.addEventListener('message', (e) => this.onMessage(e.data));
     if (port.start) port.start();
   }
@@ -29,6 +31,7 @@ export class RpcClient {
    * @returns {Promise<any>}
    */
   call(method, args, opts = {}) {
+    if (this.closed) return Promise.reject(this.closed);
     const id = this.nextId++;
     const { signal, onChunk } = opts;
     if (signal && signal.aborted) return Promise.reject(new AbortedError(`${method} aborted before it started`));
@@ -81,6 +84,12 @@ export class RpcClient {
   failAll(err) {
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+  }
+
+  /** The worker is gone for good: reject the calls in flight and every later one with `err`. @param {Error} err */
+  close(err) {
+    this.closed = err;
+    this.failAll(err);
   }
 }
 
