@@ -31,7 +31,7 @@ def detect_kind(spec: str) -> str:
 
 
 def load_source(spec: str, revision: str | None = None) -> LoadedSource:
-    """Load any supported source as a float32 LlamaForCausalLM plus its (fixed) fast tokenizer."""
+    """Load any supported source as its float32 transformers model plus its (fixed) fast tokenizer."""
     kind = detect_kind(spec)
     if kind == "hub":
         return hf.load(hf.download(spec, revision), revision=revision, hub_id=spec)

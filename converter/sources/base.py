@@ -1,8 +1,8 @@
 """The Source protocol: every model source ends as the same thing, a LoadedSource.
 
 A source reader validates its files at the edge (magic numbers, sizes, architectures), fixes the
-known defects of its format, and hands back a transformers LlamaForCausalLM in float32 plus a fast
-tokenizer. Everything downstream (export, verify, the native eval backend) sees only that.
+known defects of its format, and hands back the transformers model of its architecture
+(converter/archs) in float32 plus a fast tokenizer. Everything downstream (export, verify, the native eval backend) sees only that.
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from typing import TYPE_CHECKING
 from webllama.registry import Registry
 
 if TYPE_CHECKING:
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
-
-SUPPORTED_MODEL_TYPES = ("llama",)
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 
 @dataclass
@@ -28,7 +25,7 @@ class LoadedSource:
     path: str  # what the user gave (a path or a hub id)
     name: str  # short display name, used for the bundle's "name"
     sha256: str  # hash over the source files, so a bundle names exactly what it came from
-    model: LlamaForCausalLM  # float32, eval mode, on CPU
+    model: PreTrainedModel  # its architecture's *ForCausalLM, float32, eval mode, on CPU
     tokenizer: PreTrainedTokenizerFast
     revision: str | None = None
     files: list[str] = field(default_factory=list)

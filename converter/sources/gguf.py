@@ -1,4 +1,5 @@
-"""GGUF files (llama.cpp), read through transformers' GGUF loader and dequantized to float32.
+"""GGUF files (llama.cpp): the streaming view (`GGUFTensors`, memory-mapped, dequantized per tensor) and
+the torch model built from it; the architecture comes from `general.architecture` (converter/archs).
 
 transformers 4.57's GGUF tokenizer conversion has known defects for gpt2-style vocabularies
 (SmolLM2): EOS comes out as the wrong token and a BOS is added although the file says not to.
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from webllama.converter.archs import for_gguf
 from webllama.converter.errors import BadFormat, MissingFile, UnsupportedArchitecture
 from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, check_model_finite, sha256_file
+from webllama.converter.sources.tensors import TensorSource
 
 GGUF_MAGIC = b"GGUF"
 
@@ -83,41 +87,80 @@ def detect(path: Path) -> bool:
         return f.read(4) == GGUF_MAGIC
 
 
+class GGUFTensors(TensorSource):
+    """A GGUF file through gguf.GGUFReader (memory-mapped): tensors dequantized one at a time;
+    `read_raw` hands out quantized blocks so Q4_0 can be transcoded without requantizing."""
+
+    kind = "gguf"
+
+    def __init__(self, file: Path, meta: dict | None = None) -> None:
+        from gguf import GGUFReader
+
+        meta = read_metadata(file) if meta is None else meta
+        self.file, self.where = file, str(file)
+        self._tensors = {t.name: t for t in GGUFReader(file).tensors}
+        self.arch = for_gguf(meta.get("general.architecture"), str(file))
+        self.hf_config = self.arch.hf_config(**self._config_kwargs(meta))
+        self._open()
+
+    def _config_kwargs(self, meta: dict) -> dict:
+        names = set(self._tensors)
+        if "rope_freqs.weight" in names:
+            raise UnsupportedArchitecture(
+                f"{self.file}: GGUF rope_freqs (Llama-3 RoPE scaling factors) are not supported; convert the Hugging Face checkpoint"
+            )
+        kw = self.arch.gguf_config(meta, names, str(self.file))
+        if "vocab_size" not in kw and "token_embd.weight" in self._tensors:
+            kw["vocab_size"] = int(self._tensors["token_embd.weight"].shape[1])
+        return kw
+
+    def names(self) -> list[str]:
+        return list(self._tensors)
+
+    def read(self, name: str) -> np.ndarray:
+        from gguf import dequantize
+
+        t = self._tensors[name]
+        return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+
+    def read_raw(self, name: str) -> tuple[str, np.ndarray]:
+        t = self._tensors[name]
+        return t.tensor_type.name, np.asarray(t.data)
+
+
 def load(path: Path, revision: str | None = None) -> LoadedSource:
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     file = find_gguf(path)
     meta = read_metadata(file)
-    arch = meta.get("general.architecture")
-    if arch != "llama":
-        raise UnsupportedArchitecture(
-            f"{file}: GGUF architecture {arch!r} is not supported; webllama converts Llama-family models (llama)"
-        )
+    tensors = GGUFTensors(file, meta)
     try:
         tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
-        model = LlamaForCausalLM.from_pretrained(file.parent, gguf_file=file.name, torch_dtype=torch.float32)
     except Exception as e:
-        raise BadFormat(f"{file}: transformers cannot load this GGUF ({type(e).__name__}: {e})") from None
-    check_model_finite(model, str(file))
+        raise BadFormat(f"{file}: transformers cannot read this GGUF's tokenizer ({type(e).__name__}: {e})") from None
     tokenizer = fix_tokenizer(tokenizer, meta)
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.bos_token_id = tokenizer.bos_token_id
-    if model.generation_config is not None:
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.bos_token_id = tokenizer.bos_token_id
-    model.eval()
-    name = file.stem
+    model = tensors.torch_model()
+    check_model_finite(model, str(file))
+    set_special_ids(model, tokenizer)
     return LoadedSource(
         kind="gguf",
         path=str(path),
-        name=name,
+        name=file.stem,
         sha256=sha256_file(file),
         model=model,
         tokenizer=tokenizer,
         revision=None,
         files=[str(file)],
     )
+
+
+def set_special_ids(model, tokenizer) -> None:
+    """GGUF's tokenizer metadata, not the config defaults, says which tokens are BOS/EOS."""
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.bos_token_id = tokenizer.bos_token_id
+    if model.generation_config is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
 
 
 SOURCES.add("gguf", SourceReader("gguf", detect, load))

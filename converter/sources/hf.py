@@ -1,6 +1,7 @@
 """Hugging Face checkpoints: a local directory (safetensors or .bin) or a hub id (downloaded once).
 
-Checks at the edge, before torch touches anything: the architecture is Llama, a tokenizer exists,
+Checks at the edge, before torch touches anything: the architecture is registered (converter/archs),
+its config is one webllama implements, every tensor is mapped (completeness both ways), a tokenizer exists,
 and every safetensors file is as long as its own header says (a truncated download otherwise
 fails deep inside torch with an unreadable message).
 """
@@ -12,16 +13,16 @@ import re
 import struct
 from pathlib import Path
 
-from webllama.converter.errors import BadFormat, MissingFile, UnsupportedArchitecture, UnsupportedSource
+from webllama.converter.archs import Architecture, for_hf
+from webllama.converter.errors import BadFormat, MissingFile, UnsupportedSource
 from webllama.converter.sources.base import (
     SOURCES,
-    SUPPORTED_ARCHITECTURES,
-    SUPPORTED_MODEL_TYPES,
     LoadedSource,
     SourceReader,
     check_model_finite,
     sha256_files,
 )
+from webllama.converter.sources.tensors import TensorSource
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
@@ -29,15 +30,9 @@ WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 HUB_ALLOW = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "pytorch_model*.bin", "*.txt"]
 
 
-def check_architecture(config: dict, where: str) -> None:
-    model_type = config.get("model_type")
-    archs = config.get("architectures") or []
-    if model_type not in SUPPORTED_MODEL_TYPES or (archs and not set(archs) & set(SUPPORTED_ARCHITECTURES)):
-        raise UnsupportedArchitecture(
-            f"{where}: model_type {model_type!r} ({', '.join(archs) or 'no architectures'}) is not supported; "
-            f"webllama converts Llama-family models ({', '.join(SUPPORTED_ARCHITECTURES)}: Llama 1/2/3, "
-            "Vicuna, TinyLlama, SmolLM)"
-        )
+def check_architecture(config: dict, where: str) -> Architecture:
+    """The registered family of a config.json (UnsupportedArchitecture naming it and the supported ones)."""
+    return for_hf(config, where)
 
 
 def check_safetensors(path: Path) -> None:
@@ -113,9 +108,67 @@ def is_hub_id(spec: str) -> bool:
     return bool(HUB_ID.match(spec)) and not Path(spec).exists()
 
 
+class SafetensorsTensors(TensorSource):
+    """A Hugging Face directory's streaming view: config.json + *.safetensors (sharded or not).
+
+    Each tensor is read through its own short-lived memory map: pages of a mapping that stays open
+    count as resident memory once touched, so keeping the shards mapped would make the process look
+    as large as the checkpoint.
+    """
+
+    kind = "hf"
+
+    def __init__(self, folder: Path) -> None:
+        from safetensors import safe_open
+        from transformers import AutoConfig
+
+        self.folder, self.where = folder, str(folder)
+        self.hf_config = AutoConfig.from_pretrained(folder)
+        self.arch = for_hf(self.hf_config, str(folder / "config.json"))
+        self._where: dict[str, Path] = {}
+        for f in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as handle:
+                self._where.update({k: f for k in handle.keys()})
+        if not self._where:
+            raise MissingFile(f"{folder}: no *.safetensors to stream")
+        self._open()
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def read(self, name: str):
+        import torch
+        from safetensors import safe_open
+
+        with safe_open(str(self._where[name]), framework="pt") as handle:
+            return handle.get_tensor(name).to(torch.float32).numpy()
+
+
+def tensor_names(path: Path, files: list[Path]) -> list[str]:
+    """Every tensor name of the checkpoint (safetensors headers; .bin through a memory-mapped torch.load)."""
+    import torch
+    from safetensors import safe_open
+
+    names: list[str] = []
+    for f in files:
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), framework="pt") as handle:
+                names += list(handle.keys())
+        else:
+            names += list(torch.load(f, map_location="cpu", weights_only=True, mmap=True))
+    return names
+
+
+def check_weights(path: Path, files: list[Path], config) -> None:
+    """The config refusals and the weight map's completeness, before torch builds the model."""
+    arch = for_hf(config, str(path / "config.json"))
+    cfg = arch.model_config(config)
+    arch.weight_map("hf", str(path)).check(set(tensor_names(path, files)), cfg, str(path))
+
+
 def load(path: Path, revision: str | None = None, hub_id: str | None = None) -> LoadedSource:
     import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoConfig, AutoTokenizer
 
     files = validate_dir(path)
     try:
@@ -124,8 +177,10 @@ def load(path: Path, revision: str | None = None, hub_id: str | None = None) -> 
         raise MissingFile(f"{path}: the tokenizer cannot be loaded ({type(e).__name__}: {e})") from None
     if not tokenizer.is_fast:
         raise MissingFile(f"{path}: only a slow tokenizer could be built; add tokenizer.json")
+    config = AutoConfig.from_pretrained(path)
+    check_weights(path, files, config)
     try:
-        model = LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+        model = for_hf(config, str(path)).transformers_class().from_pretrained(path, torch_dtype=torch.float32)
     except Exception as e:
         raise BadFormat(f"{path}: the weights cannot be loaded ({type(e).__name__}: {e})") from None
     check_model_finite(model, str(path))

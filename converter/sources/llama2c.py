@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from webllama.converter.archs import for_format
+from webllama.converter.archs.transforms import permute_rope  # noqa: F401  (re-exported: callers undo q/k rows with it)
 from webllama.converter.errors import BadFormat, MissingFile, TokenizerError, UnsupportedSource
-from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, check_finite, sha256_files
+from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, sha256_files
+from webllama.converter.sources.tensors import TensorSource
 
 MAGIC_V1 = 0x616B3432  # "ak42"
 TOKENIZER_NAMES = ("tokenizer.bin", "tok512.bin", "tok4096.bin")
+# run.c's per-layer weight arrays, (n_layers, ...) each
+LAYER_FIELDS = ("attention_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3")
 
 
 @dataclass(frozen=True)
@@ -102,58 +107,35 @@ def check_size(path: Path, h: Llama2cHeader) -> int:
     return need
 
 
-def read_weights(path: Path, h: Llama2cHeader) -> dict[str, np.ndarray]:
-    shapes = _tensor_shapes(h)
-    need = check_size(path, h)
-    flat = np.fromfile(path, dtype="<f4", offset=h.data_offset, count=need)
-    out, pos = {}, 0
-    for name, shape in shapes:
-        n = int(np.prod(shape))
-        out[name] = flat[pos : pos + n].reshape(shape)
-        pos += n
-    for name, w in out.items():
-        check_finite(name, w, str(path))
-    return out
+class Llama2cTensors(TensorSource):
+    """A llama2.c checkpoint through np.memmap: tensors are views of the file, per-layer arrays named
+    "<run.c field>.{i}" (archs/llama.py maps them); nothing is read before it is asked for."""
 
+    kind = "llama2c"
 
-def permute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Interleaved (Meta/llama2.c) -> rotate-half (HF) row order for a q or k projection (out, in)."""
-    out_dim, in_dim = w.shape
-    return w.reshape(n_heads, out_dim // n_heads // 2, 2, in_dim).transpose(0, 2, 1, 3).reshape(out_dim, in_dim)
+    def __init__(self, ckpt: Path, header: Llama2cHeader | None = None) -> None:
+        h = header or read_header(ckpt)
+        if h.dim % h.n_heads or h.n_heads % h.n_kv_heads:
+            raise BadFormat(f"{ckpt}: header dim={h.dim} heads={h.n_heads} kv_heads={h.n_kv_heads} is inconsistent")
+        check_size(ckpt, h)
+        self.header, self.where = h, str(ckpt)
+        self.arch = for_format("llama2c")
+        self.hf_config = hf_config(h)
+        self._arrays: dict[str, np.ndarray] = {}
+        offset = h.data_offset
+        for name, shape in _tensor_shapes(h):
+            self._arrays[name] = np.memmap(ckpt, dtype="<f4", mode="r", offset=offset, shape=shape)
+            offset += int(np.prod(shape)) * 4
+        self._open()
 
+    def names(self) -> list[str]:
+        layers = range(self.header.n_layers)
+        return [n for n in self._arrays if n not in LAYER_FIELDS] + [f"{n}.{i}" for n in LAYER_FIELDS for i in layers]
 
-# Declarative map: HF name template -> (llama2.c tensor, transform). "{i}" is the layer index.
-WEIGHT_MAP: dict[str, tuple[str, str]] = {
-    "model.embed_tokens.weight": ("tok_embeddings", "copy"),
-    "model.norm.weight": ("norm", "copy"),
-    "model.layers.{i}.input_layernorm.weight": ("attention_norm", "layer"),
-    "model.layers.{i}.self_attn.q_proj.weight": ("wq", "layer_rope_q"),
-    "model.layers.{i}.self_attn.k_proj.weight": ("wk", "layer_rope_k"),
-    "model.layers.{i}.self_attn.v_proj.weight": ("wv", "layer"),
-    "model.layers.{i}.self_attn.o_proj.weight": ("wo", "layer"),
-    "model.layers.{i}.post_attention_layernorm.weight": ("ffn_norm", "layer"),
-    "model.layers.{i}.mlp.gate_proj.weight": ("w1", "layer"),
-    "model.layers.{i}.mlp.down_proj.weight": ("w2", "layer"),
-    "model.layers.{i}.mlp.up_proj.weight": ("w3", "layer"),
-}
-
-
-def to_hf_state_dict(w: dict[str, np.ndarray], h: Llama2cHeader) -> dict[str, np.ndarray]:
-    sd: dict[str, np.ndarray] = {}
-    for template, (src, how) in WEIGHT_MAP.items():
-        if how == "copy":
-            sd[template] = w[src]
-            continue
-        for i in range(h.n_layers):
-            t = w[src][i]
-            if how == "layer_rope_q":
-                t = permute_rope(t, h.n_heads)
-            elif how == "layer_rope_k":
-                t = permute_rope(t, h.n_kv_heads)
-            sd[template.format(i=i)] = t
-    if not h.shared_classifier:
-        sd["lm_head.weight"] = w["output"]
-    return {k: np.ascontiguousarray(v) for k, v in sd.items()}
+    def read(self, name: str) -> np.ndarray:
+        field, _, i = name.partition(".")
+        a = self._arrays[field]
+        return np.array(a[int(i)] if i else a, dtype=np.float32)
 
 
 def read_tokenizer_bin(path: Path, vocab_size: int) -> tuple[list[str], list[float]]:
@@ -247,10 +229,8 @@ def detect(path: Path) -> bool:
 
 
 def hf_config(h):
-    """The transformers LlamaConfig of a llama2.c header (llama2.c's fixed eps, theta and token ids)."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
+    """The transformers config of a llama2.c header (llama2.c's fixed eps, theta and token ids)."""
+    return for_format("llama2c").hf_config(
         vocab_size=h.vocab_size,
         hidden_size=h.dim,
         intermediate_size=h.hidden_dim,
@@ -265,36 +245,20 @@ def hf_config(h):
         eos_token_id=2,
         pad_token_id=None,
         torch_dtype="float32",
-        architectures=["LlamaForCausalLM"],
     )
 
 
 def load(path: Path, revision: str | None = None) -> LoadedSource:
-    import torch
-    from transformers import LlamaForCausalLM
-
     ckpt, tok_path = _find_files(path)
-    h = read_header(ckpt)
-    if h.dim % h.n_heads or h.n_heads % h.n_kv_heads:
-        raise BadFormat(f"{ckpt}: header dim={h.dim} heads={h.n_heads} kv_heads={h.n_kv_heads} is inconsistent")
-    weights = read_weights(ckpt, h)
-    pieces, scores = read_tokenizer_bin(tok_path, h.vocab_size)
+    tensors = Llama2cTensors(ckpt)
+    pieces, scores = read_tokenizer_bin(tok_path, tensors.header.vocab_size)
     tokenizer = build_tokenizer(pieces, scores)
-    config = hf_config(h)
-    model = LlamaForCausalLM(config)
-    state = {k: torch.from_numpy(v) for k, v in to_hf_state_dict(weights, h).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not (h.shared_classifier and m == "lm_head.weight")]
-    if missing or unexpected:
-        raise BadFormat(f"{ckpt}: weight mapping incomplete (missing {missing}, unexpected {unexpected})")
-    model.tie_weights()
-    model.eval()
     return LoadedSource(
         kind="llama2c",
         path=str(path),
         name=ckpt.stem,
         sha256=sha256_files([ckpt, tok_path]),
-        model=model,
+        model=tensors.torch_model(),
         tokenizer=tokenizer,
         revision=None,
         files=[str(ckpt), str(tok_path)],
