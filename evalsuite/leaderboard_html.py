@@ -1,5 +1,6 @@
 """Leaderboard files: a self-contained HTML page (sortable, no external assets), Markdown, CSV, JSON,
-and two plots (PNG + SVG): average accuracy against bundle size, per-task deltas against native."""
+and three plots (PNG + SVG): average accuracy against bundle size and against decode speed (Pareto front
+marked), per-task deltas against native."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import html
 import json
 from pathlib import Path
 
-from webllama.evalsuite.leaderboard import Row, table, tasks_of, to_csv, to_json, to_markdown
+from webllama.evalsuite.leaderboard import Row, pareto_front, table, tasks_of, to_csv, to_json, to_markdown
 
 # Sorting by clicking a header: a few lines of inline JS, so the page works from any static host.
 SORT_JS = """
@@ -28,7 +29,8 @@ th{background:#f3f3f3;cursor:pointer} td:nth-child(-n+3){text-align:left} .sig{c
 """
 
 
-def plot_size_vs_accuracy(rows: list[Row], out: Path) -> list[Path]:
+def _scatter(rows: list[Row], x_of, xlabel: str, title: str, stem: Path, x_lower_is_better: bool) -> list[Path]:
+    """Average accuracy against x_of(row), one label per point, the Pareto front drawn as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,16 +39,35 @@ def plot_size_vs_accuracy(rows: list[Row], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     points: dict[tuple[float, float], list[str]] = {}  # rows that land on the same point share one label
     for r in rows:
-        if r.bundle_bytes and r.average is not None:
-            points.setdefault((r.bundle_bytes / 1e6, r.average), []).append(f"{r.model} {r.variant} {r.runtime}")
-    for (size, avg), labels in points.items():
-        ax.scatter(size, avg)
-        ax.annotate("\n".join(labels), (size, avg), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("bundle size (MB)")
+        x = x_of(r)
+        if x is not None and r.average is not None:
+            points.setdefault((x, r.average), []).append(f"{r.model} {r.variant} {r.runtime}")
+    coords = list(points)
+    front = [coords[i] for i in pareto_front(coords, x_lower_is_better)]
+    for (x, avg), labels in points.items():
+        on_front = (x, avg) in front
+        ax.scatter(x, avg, s=60 if on_front else 25, edgecolors="k" if on_front else "none")
+        ax.annotate("\n".join(labels), (x, avg), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if len(front) > 1:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, label="Pareto front")
+        ax.legend(fontsize=7)
+    if not points:
+        ax.text(0.5, 0.5, "no rows with this measurement", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("average accuracy")
-    ax.set_title("accuracy vs size")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, out / "accuracy_vs_size")
+    return _save(fig, stem)
+
+
+def plot_size_vs_accuracy(rows: list[Row], out: Path) -> list[Path]:
+    mb = lambda r: r.bundle_bytes / 1e6 if r.bundle_bytes else None  # noqa: E731
+    return _scatter(rows, mb, "bundle size (MB)", "accuracy vs size", out / "accuracy_vs_size", x_lower_is_better=True)
+
+
+def plot_speed_vs_accuracy(rows: list[Row], out: Path) -> list[Path]:
+    tps = lambda r: r.bench.get("decode_tps")  # noqa: E731
+    return _scatter(rows, tps, "decode tok/s (webllama bench)", "accuracy vs decode speed", out / "accuracy_vs_decode", False)
 
 
 def plot_deltas(rows: list[Row], out: Path) -> list[Path]:
@@ -110,7 +131,7 @@ def to_html(rows: list[Row], plots: list[str]) -> str:
 
 def write_leaderboard(rows: list[Row], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    plots = plot_size_vs_accuracy(rows, out) + plot_deltas(rows, out)
+    plots = plot_size_vs_accuracy(rows, out) + plot_speed_vs_accuracy(rows, out) + plot_deltas(rows, out)
     files = {
         "leaderboard.md": to_markdown(rows),
         "leaderboard.csv": to_csv(rows),
