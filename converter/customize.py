@@ -31,6 +31,11 @@ class Customization:
     rope_scaling: str | None = None  # one of ROPE_TYPES
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        n = self.context_length
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ConvertError(f"--context-length {n}: must be a positive number of tokens (or leave it out)")
+
     @property
     def empty(self) -> bool:
         return not (self.adapters or self.chat_template or self.context_length)
@@ -69,7 +74,12 @@ def _check_adapter(path: Path, source: LoadedSource) -> dict:
     cfg_path = path / "adapter_config.json"
     if not cfg_path.is_file():
         raise AdapterMismatch(f"{path}: no adapter_config.json; --adapter takes a PEFT adapter directory")
-    cfg = json.loads(cfg_path.read_text())
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:
+        raise AdapterMismatch(f"{cfg_path}: not valid JSON ({e}); the adapter is corrupt") from None
+    if not isinstance(cfg, dict):
+        raise AdapterMismatch(f"{cfg_path}: a JSON {type(cfg).__name__}, not an object; the adapter is corrupt")
     if cfg.get("peft_type", "LORA") != "LORA":
         raise AdapterMismatch(f"{path}: peft_type {cfg.get('peft_type')!r} is not supported; only LoRA adapters merge")
     names = {n.rsplit(".", 1)[-1] for n, _ in source.model.named_modules()}
@@ -86,13 +96,23 @@ def _check_adapter(path: Path, source: LoadedSource) -> dict:
 
 def _check_shapes(path: Path, source: LoadedSource) -> None:
     """peft only warns when an adapter's matrices do not fit the base; refuse that here instead."""
-    from safetensors import safe_open
 
     files = sorted(path.glob("adapter_model*.safetensors"))
     if not files:
         return  # a .bin adapter: peft's own load checks are all we have
     modules = dict(source.model.named_modules())
-    with safe_open(str(files[0]), "pt") as f:
+    try:
+        _check_file_shapes(files[0], path, source, modules)
+    except AdapterMismatch:
+        raise
+    except Exception as e:  # safetensors raises its own SafetensorError for a truncated or corrupt file
+        raise AdapterMismatch(f"{files[0]}: cannot be read ({type(e).__name__}: {e}); the adapter is truncated or corrupt") from None
+
+
+def _check_file_shapes(file: Path, path: Path, source: LoadedSource, modules: dict) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
         for key in f.keys():
             if ".lora_A." not in key and ".lora_B." not in key:
                 continue
@@ -125,7 +145,7 @@ def merge_adapters(source: LoadedSource, paths: tuple[str, ...], weights: tuple[
         _check_adapter(path, source)
         try:
             peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
-        except (RuntimeError, ValueError, KeyError) as e:
+        except (RuntimeError, ValueError, KeyError, OSError, EOFError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if "size mismatch" in str(e):
                 first = "tensor shapes differ from the base model's (" + first[:160] + ")"

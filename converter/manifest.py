@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def unsafe_path_reason(rel: object) -> str | None:
         return "holds a NUL byte"
     if "\\" in rel:
         return "holds a backslash"
-    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+    if rel.startswith("/") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", rel):  # a drive, or a URL scheme to the engine
         return "is absolute"
     if {"", ".", ".."} & set(rel.split("/")):
         return "has a '..', '.' or empty component"

@@ -12,18 +12,22 @@ results.json carries a "webllama" block: schema_version, run id, model/bundle sh
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
 import json
 import logging
 import platform
+import shutil
+import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from webllama.evalsuite import tasks as offline
-from webllama.evalsuite.errors import RunMismatch
+from webllama.evalsuite.errors import DataMissing, RunMismatch
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -109,9 +113,19 @@ def versions() -> dict[str, str | None]:
 def check_resume(req: EvalRequest, out: Path) -> bool:
     """True if OUTPUT holds an earlier (possibly interrupted) run of the same request; error if another."""
     cfg_path = out / CONFIG_FILE
+    if out.exists() and not out.is_dir():
+        raise RunMismatch(f"--output {out} is a file, not a run folder; pick a new --output")
     if not cfg_path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise RunMismatch(
+                f"--output {out} holds files but no {CONFIG_FILE}: not a `webllama eval` run folder, and its files "
+                "are not ours to overwrite; pick a new --output"
+            )
         return False
-    old = json.loads(cfg_path.read_text(encoding="utf-8"))
+    try:
+        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunMismatch(f"{cfg_path}: unreadable ({e}); the run folder is corrupt: pick a new --output or delete it") from None
     if old != json.loads(json.dumps(req.fingerprint())):
         diff = sorted(k for k in set(old) | set(req.fingerprint()) if old.get(k) != req.fingerprint().get(k))
         raise RunMismatch(
@@ -134,15 +148,59 @@ def run_eval(req: EvalRequest, lm) -> dict:
 
     out = Path(req.output)
     resumed = check_resume(req, out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(json.dumps(req.fingerprint(), indent=2) + "\n", encoding="utf-8")
     offline.quiet_index_logs()
     logging.getLogger("lm_eval.api.task").addFilter(_DropCustomKwargsNotice())
     data_dir = offline.resolve_data_dir(req.data_dir)
-    tm = offline.task_manager(data_dir, out, req.include_paths)
-    names = offline.check_tasks(list(req.tasks), tm, data_dir, req.include_paths)
+    tm, names = _prepare_tasks(req, out, data_dir)
+    # The run record only now that the run can start: a failed check (an unknown task) leaves no folder
+    # behind that would block the corrected command.
+    (out / CONFIG_FILE).write_text(json.dumps(req.fingerprint(), indent=2) + "\n", encoding="utf-8")
     started = time.time()
-    results = lm_eval.simple_evaluate(
+    with _quiet_git_hash():
+        results = _evaluate(lm_eval, req, lm, out, tm, names)
+    results["webllama"] = _run_record(req, lm, data_dir, started, resumed)
+    write_results(results, out)
+    return results
+
+
+def _prepare_tasks(req: EvalRequest, out: Path, data_dir) -> tuple:
+    """The task manager (it writes the offline task YAMLs under OUTPUT/tasks) and the checked task names;
+    a folder this call created is removed again when the check fails."""
+    created = [p for p in (out, out / "tasks") if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tm = offline.task_manager(data_dir, out, req.include_paths)
+        return tm, offline.check_tasks(list(req.tasks), tm, data_dir, req.include_paths)
+    except BaseException:
+        if created:
+            shutil.rmtree(created[0], ignore_errors=True)
+        raise
+
+
+def _git_describe() -> str | None:
+    """lm-eval's get_git_commit_hash (the commit of the current folder) without git's stderr: outside a
+    checkout git prints `fatal: not a git repository` into every eval's output."""
+    try:
+        proc = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None
+
+
+@contextlib.contextmanager
+def _quiet_git_hash() -> Iterator[None]:
+    import lm_eval.evaluator as evaluator
+
+    original = evaluator.get_git_commit_hash
+    evaluator.get_git_commit_hash = _git_describe
+    try:
+        yield
+    finally:
+        evaluator.get_git_commit_hash = original
+
+
+def _evaluate(lm_eval, req: EvalRequest, lm, out: Path, tm, names: list[str]) -> dict:
+    return lm_eval.simple_evaluate(
         model=lm,
         tasks=names,
         num_fewshot=req.num_fewshot,
@@ -158,9 +216,6 @@ def run_eval(req: EvalRequest, lm) -> dict:
         gen_kwargs=req.gen_kwargs,
         bootstrap_iters=req.bootstrap_iters,
     )
-    results["webllama"] = _run_record(req, lm, data_dir, started, resumed)
-    write_results(results, out)
-    return results
 
 
 def _run_record(req: EvalRequest, lm, data_dir, started: float, resumed: bool) -> dict:
@@ -193,16 +248,26 @@ def write_results(results: dict, out: Path) -> None:
 
 
 def load_run(path: str | Path) -> tuple[dict, dict[str, list[dict]]]:
-    """A run folder (or its results.json) -> (results dict, {task: samples})."""
-    from webllama.evalsuite.errors import DataMissing
-
+    """A run folder (or its results.json) -> (results dict, {task: samples}); DataMissing if it is not one."""
     path = Path(path)
     folder = path.parent if path.is_file() else path
     res_path = folder / RESULTS_FILE
     if not res_path.is_file():
         raise DataMissing(f"{res_path} not found: give the --output folder of a finished `webllama eval` run")
-    results = json.loads(res_path.read_text(encoding="utf-8"))
+    results = _read_json(res_path)
+    if not isinstance(results, dict) or not isinstance(results.get("results"), dict) or not results["results"]:
+        raise DataMissing(f"{res_path}: holds no scores (no 'results' object); not the results of a finished `webllama eval` run")
     samples = {}
     for f in sorted((folder / "samples").glob("*.jsonl")):
-        samples[f.stem] = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
+        try:
+            samples[f.stem] = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
+        except (OSError, ValueError) as e:
+            raise DataMissing(f"{f}: not JSON lines ({e}); the run is corrupt: run `webllama eval` again") from None
     return results, samples
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataMissing(f"{path}: not valid JSON ({e}); the run is corrupt or unfinished: run `webllama eval` again") from None
