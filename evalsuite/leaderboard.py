@@ -64,6 +64,7 @@ class Row:
     bytes_per_parameter: float | None = None
     bench: dict = field(default_factory=dict)
     run_dir: str | None = None
+    target_path: str | None = None  # the bundle (or, native, the source) the row evaluated: bench files match on it
 
     @property
     def average(self) -> float | None:
@@ -115,8 +116,11 @@ def row_from_run(folder: Path) -> tuple[Row, tuple[dict, dict]]:
     runtime = runtime_of(results)
     variant = model.get("variant") or ("source" if runtime == "native" else "?")
     name = model.get("bundle_name") or Path(rec.get("request", {}).get("model", "model")).stem
-    row = Row(model=name, variant=variant, runtime=runtime, source_sha256=model.get("source_sha256"), run_dir=str(folder))
+    labels = rec.get("sweep") or {}  # a sweep names its rows (its model name, the variant with its recipe)
+    name, label = labels.get("model", name), labels.get("variant", variant)
+    row = Row(model=name, variant=label, runtime=runtime, source_sha256=model.get("source_sha256"), run_dir=str(folder))
     row.bundle_bytes, row.bytes_per_parameter = _bundle_size(model, variant) if runtime != "native" else (None, None)
+    row.target_path = model.get("bundle") or rec.get("request", {}).get("model")
     for task, metrics in results.get("results", {}).items():
         if task in results.get("group_subtasks", {}) and task not in PRIMARY_METRIC:
             continue
@@ -178,17 +182,55 @@ def _median(x):
 
 
 def attach_bench(rows: list[Row], benches: list[dict]) -> None:
+    """Each `webllama bench` document onto its row: by the sweep's row names when a sweep wrote it, else by
+    the bundle (or source) path, variant and runtime."""
     for doc in benches:
-        sha, variant, runtime = bench_key(doc)
-        for row in rows:
-            if (row.source_sha256, row.variant, row.runtime) == (sha, variant, runtime):
-                m = doc["metrics"]
-                row.bench = {
-                    "load_s": _median(m.get("load_cold_s")),
-                    "ttft_s": _median(m.get("ttft_s")),
-                    "prefill_tps": _median(m.get("prefill_tps_128") or m.get("prefill_tps")),
-                    "decode_tps": _median(m.get("decode_tps")),
-                }
+        row = next((r for r in rows if _bench_matches(r, doc)), None)
+        if row is not None:
+            row.bench = bench_columns(doc["metrics"])
+            if row.bundle_bytes is None and row.runtime != "native":
+                row.bundle_bytes, row.bytes_per_parameter = (
+                    doc["metrics"].get("bundle_bytes"),
+                    doc["metrics"].get("bytes_per_parameter"),
+                )
+
+
+def _bench_matches(row: Row, doc: dict) -> bool:
+    labels = doc.get("sweep")
+    if labels:
+        return (row.model, row.variant, row.runtime) == (labels.get("model"), labels.get("variant"), labels.get("runtime"))
+    _, variant, runtime = bench_key(doc)
+    path = (doc.get("target") or {}).get("path")
+    if runtime != row.runtime or not path or not row.target_path:
+        return False
+    same_variant = runtime == "native" or variant == row.variant
+    return same_variant and Path(path).resolve() == Path(row.target_path).resolve()
+
+
+def bench_columns(m: dict) -> dict:
+    """The leaderboard's speed columns from a bench document's metrics (medians; prefill at 128 tokens, or the
+    longest prompt measured)."""
+    prefill = m.get("prefill_tokens_per_s") or {}
+    key = "128" if "128" in prefill else max(prefill, key=int, default=None)
+    return {
+        "load_s": _median(m.get("load_s")),
+        "ttft_s": _median(m.get("ttft_s")),
+        "prefill_tps": _median(prefill[key]) if key else None,
+        "prefill_tokens": int(key) if key else None,
+        "decode_tps": _median(m.get("decode_tokens_per_s")),
+        "memory_bytes": m.get("peak_rss_bytes"),
+    }
+
+
+def _sweep_internal(results: Path, root: Path) -> bool:
+    """A `webllama sweep` keeps its shards (runs of a part of the items) under jobs/ and unfinished work in
+    hidden or .partial folders; only its merged runs/ are leaderboard rows."""
+    from webllama.evalsuite.sweep import MARKER
+
+    parts = results.relative_to(root).parts[:-1]
+    if any(x.startswith(".") or x.endswith(".partial") for x in parts):
+        return True
+    return any(x == "jobs" and (root.joinpath(*parts[:i]) / MARKER).is_file() for i, x in enumerate(parts))
 
 
 def collect(paths: list[str | Path]) -> list[Row]:
@@ -200,7 +242,7 @@ def collect(paths: list[str | Path]) -> list[Row]:
         elif p.is_file() and p.suffix == ".json":
             bench_files.append(p)
         elif p.is_dir():
-            run_dirs += sorted(f.parent for f in p.rglob(RESULTS_FILE))
+            run_dirs += sorted(f.parent for f in p.rglob(RESULTS_FILE) if not _sweep_internal(f, p))
             bench_files += sorted(f for f in p.rglob("*.json") if f.name.startswith("bench"))
         else:
             raise DataMissing(f"{p}: not an eval run folder, results.json or bench JSON file")
@@ -215,6 +257,18 @@ def collect(paths: list[str | Path]) -> list[Row]:
     attach_bench(rows, [b for b in map(load_bench, bench_files) if b])
     rows.sort(key=lambda r: (r.model, RUNTIME_ORDER.get(r.runtime, 9), r.variant))
     return rows
+
+
+def pareto_front(points: list[tuple[float, float]], x_lower_is_better: bool) -> list[int]:
+    """Indices of the points no other point beats: y (accuracy) higher and x (size: lower, speed: higher) better
+    or equal, one of them strictly. Sorted by x."""
+
+    def beats(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        ax, bx = (-a[0], -b[0]) if x_lower_is_better else (a[0], b[0])
+        return a[1] >= b[1] and ax >= bx and (a[1] > b[1] or ax > bx)
+
+    front = [i for i, p in enumerate(points) if not any(beats(q, p) for j, q in enumerate(points) if j != i)]
+    return sorted(front, key=lambda i: points[i][0])
 
 
 def tasks_of(rows: list[Row]) -> list[str]:
@@ -240,7 +294,19 @@ def _opt(v, fmt: str) -> str:
 
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     tasks = tasks_of(rows)
-    head = ["model", "variant", "runtime", *tasks, "average", "size MB", "bytes/param", "load s", "prefill tok/s", "decode tok/s"]
+    head = [
+        "model",
+        "variant",
+        "runtime",
+        *tasks,
+        "average",
+        "size MB",
+        "bytes/param",
+        "load s",
+        "prefill tok/s",
+        "decode tok/s",
+        "memory MB",
+    ]
     body = []
     for r in rows:
         body.append(
@@ -255,6 +321,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
                 _opt(r.bench.get("load_s"), ".2f"),
                 _opt(r.bench.get("prefill_tps"), ".1f"),
                 _opt(r.bench.get("decode_tps"), ".1f"),
+                _mb(r.bench.get("memory_bytes")),
             ]
         )
     return head, body
@@ -267,6 +334,8 @@ def to_markdown(rows: list[Row]) -> str:
     metrics = {t: next(r.scores[t].metric for r in rows if t in r.scores) for t in tasks_of(rows)}
     note = ", ".join(f"{t}: {m.split(',')[0]}" for t, m in metrics.items())
     lines += ["", f"Metrics: {note}. (delta vs native; * = paired test p < {SIGNIFICANCE})"]
+    if any(r.bench for r in rows):
+        lines.append("Speed: `webllama bench` medians; prefill at a 128-token prompt; memory: peak RSS of the runtime's processes.")
     return "\n".join(lines) + "\n"
 
 
@@ -286,6 +355,7 @@ def to_csv(rows: list[Row]) -> str:
             "load_s",
             "prefill_tps",
             "decode_tps",
+            "memory_bytes",
         ]
     )
     for r in rows:
@@ -305,6 +375,7 @@ def to_csv(rows: list[Row]) -> str:
                 r.bench.get("load_s"),
                 r.bench.get("prefill_tps"),
                 r.bench.get("decode_tps"),
+                r.bench.get("memory_bytes"),
             ]
         )
     return buf.getvalue()
