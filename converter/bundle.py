@@ -24,6 +24,7 @@ from pathlib import Path
 import onnx
 from webllama.converter.customize import Customization
 from webllama.converter.errors import DiskFull, OutputExists, OutputNotWritable, VerifyFailed
+from webllama.converter.genai_config import write_genai_config
 from webllama.converter.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, list_files, write_json_atomic
 from webllama.converter.onnx_io import graph_io, save_sharded
 from webllama.converter.quant.int4 import QuantSpec
@@ -241,6 +242,7 @@ def write_model_files(source: LoadedSource, root: Path, variants: dict[str, dict
     # also writes chat_template.jinja, which would win over it when loading in Python.)
     for stray in ("tokenizer.model", "chat_template.jinja"):
         (root / stray).unlink(missing_ok=True)
+    write_genai_config(root, source.model.config, variants, source.tokenizer, eos_ids(source))  # onnxruntime-genai layout
 
 
 def eos_ids(source: LoadedSource) -> list[int]:

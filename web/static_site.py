@@ -37,29 +37,14 @@ from webllama.web.server import (
     model_summary,
     no_leaderboard_page,
 )
+from webllama.web.vendor import vendor_files
 
 from webllama.errors import WebllamaError
 
 SITE_FORMAT = "webllama-site"
 PAGES = ("index.html", "eval.html")
-# npm dist folder -> the files worker.js imports and onnxruntime-web fetches (wasmPaths = vendor/ort/):
-# ort.wasm.min.mjs (WASM) loads ort-wasm-simd-threaded.{mjs,wasm}; ort.webgpu.min.mjs the asyncify pair.
-VENDOR_FILES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "ort": (
-        "onnxruntime-web/dist",
-        "onnxruntime-web",
-        (
-            "ort.wasm.min.mjs",
-            "ort-wasm-simd-threaded.mjs",
-            "ort-wasm-simd-threaded.wasm",
-            "ort.webgpu.min.mjs",
-            "ort-wasm-simd-threaded.asyncify.mjs",
-            "ort-wasm-simd-threaded.asyncify.wasm",
-        ),
-    ),
-    "tokenizers": ("@huggingface/tokenizers/dist", "@huggingface/tokenizers", ("tokenizers.min.mjs",)),
-    "jinja": ("@huggingface/jinja/dist", "@huggingface/jinja", ("index.js",)),
-}
+# URL segment -> (npm dist folder, package, the files worker.js imports and onnxruntime-web fetches): web/vendor.json.
+VENDOR_FILES: dict[str, tuple[str, str, tuple[str, ...]]] = vendor_files()
 
 
 class SiteError(WebllamaError):

@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "webllama.evalsuite.cli",
     "webllama.evalsuite.bench_cli",
     "webllama.evalsuite.pipeline_cli",
+    "webllama.evalsuite.lmeval_cli",
     "webllama.evalsuite.sweep.cli",
 )
 
