@@ -24,7 +24,6 @@ from pathlib import Path
 import onnx
 from webllama.converter.customize import Customization
 from webllama.converter.errors import DiskFull, OutputExists, OutputNotWritable, VerifyFailed
-from webllama.converter.genai_config import write_genai_config
 from webllama.converter.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, list_files, write_json_atomic
 from webllama.converter.onnx_io import graph_io, save_sharded
 from webllama.converter.quant.int4 import QuantSpec
@@ -211,14 +210,14 @@ def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
 
 
 def add_wasm_graphs(root: Path, variants: dict[str, dict]) -> None:
-    """Give each float32 int4 variant its WASM graph (converter/quant/unpack.py): same weight files,
-    dequantized once at load, because onnxruntime's WASM build has no fast int4 kernel."""
+    """Give each float32 quantized variant its WASM graph (converter/quant/unpack.py): the weights as int8 in
+    their own shards, because onnxruntime's WASM build has no fast int4 kernel but has int8 GEMM kernels."""
     from webllama.converter.quant.unpack import write_wasm_graph
 
     for v in variants.values():
-        rel = write_wasm_graph(root, v)
-        if rel:
-            v["wasm_model"] = rel
+        fields = write_wasm_graph(root, v)
+        if fields:
+            v.update(fields)
 
 
 def write_model_files(source: LoadedSource, root: Path, variants: dict[str, dict]) -> None:
@@ -242,7 +241,6 @@ def write_model_files(source: LoadedSource, root: Path, variants: dict[str, dict
     # also writes chat_template.jinja, which would win over it when loading in Python.)
     for stray in ("tokenizer.model", "chat_template.jinja"):
         (root / stray).unlink(missing_ok=True)
-    write_genai_config(root, source.model.config, variants, source.tokenizer, eos_ids(source))  # onnxruntime-genai layout
 
 
 def eos_ids(source: LoadedSource) -> list[int]:

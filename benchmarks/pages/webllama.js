@@ -49,6 +49,11 @@ window.benchRuntime = {
     const first = await generate(ids, 1);
     return Math.max(1e-9, all - first);
   },
+  /** Greedy ids after a prompt, from an empty KV cache. @param {number[]} ids @param {number} n */
+  async tokens(ids, n) {
+    await engine.resetChat();
+    return engine.generateTokens(ids, { max_tokens: n, ignore_eos: true });
+  },
   memory: pageMemory,
   close: drop,
 };

@@ -1,33 +1,36 @@
-"""The WASM graph of an int4 variant: same int4 weights, dequantized once when the session is created.
+"""The WASM graph of a quantized variant: the same weights as int8, one row scale each, in integer GEMMs.
 
 Why: onnxruntime's MatMulNBits has fast kernels only where MLAS has a QNBitGemm dispatch (x86 AVX2/512,
 ARM NEON). The WebAssembly build has none, so every MatMulNBits call takes `ComputeBUnpacked`: it
-dequantizes the *whole* weight matrix to float32 and then runs SGEMM. A decode step of SmolLM2 then
-writes and re-reads ~425 MB of float32 per token, which is why q4 decodes several times slower than fp32
-on WASM (measured in our engine on SmolLM2: 2.34 vs 15.4 tok/s; with this graph 15.2).
+dequantizes the *whole* weight matrix to float32 and then runs SGEMM (SmolLM2 q4 decode 2.17 tok/s in
+Chromium). MLAS does have WebAssembly SIMD kernels for 8-bit integer GEMM (qgemm_kernel_wasmsimd.cpp), which
+onnxruntime's DynamicQuantizeMatMul uses: A float32 is quantized to uint8 per call (one scale per tensor),
+B is int8 (K, N) with one float scale per output column, prepacked once at session creation.
 
-This rewrite replaces each MatMulNBits(A, B, scales[, zero_points]) by
+So each MatMulNBits(A, B, scales[, zero_points][, bias]) of any bit width (4 or 8) and block size becomes
 
-    W = Transpose(DequantizeLinear(B as uint4 (N, K), scales (N, n_blocks), zp, axis=1, block_size))  # (K, N)
-    Y = MatMul(A, W) [+ bias]
+    DynamicQuantizeMatMul(A, Q (K, N) int8, s (N,) float32[, bias])
 
-B and scales are the *same bytes* as in the MatMulNBits graph (new tensor headers pointing at the same
-external-data offsets: MatMulNBits' (N, n_blocks, block/2) uint8 layout is exactly ONNX's packed uint4
-(N, n_blocks*block), low nibble first), so the download does not grow; only the graph file (a few hundred
-KB) is extra. W depends on initializers only, so onnxruntime folds it once at session creation and the
-graph that runs is a plain float32 MatMul. onnxruntime skips DequantizeLinear when constant folding
-unless the session sets `session.disable_quant_qdq = 1` (it keeps QDQ pairs for quantizing EPs): the
-engine sets it for this graph (web/engine/session.js). One DequantizeLinear and one Transpose per matrix
-keep the transient memory of the fold near 2x the float32 weights (an unpack with BitShift/Concat/Cast/
-Sub/Mul took ~6x: 2.5 GB for SmolLM2). Float32 weights must fit a 4 GiB wasm32 heap: the graph is
-written only up to `FP32_BUDGET`.
+with W = dequantized MatMulNBits weight (N, K), s[n] = max|W[n, :]| / 127, Q = round(W / s) (symmetric int8
+per output channel: at least as fine as the int4 grid wherever a block's maximum is within 127/7 = 18x of its
+row's). Q is computed here, once, in numpy (the WASM engine's weights are stored, not built in the browser),
+so the browser and onnxruntime CPU run the same bytes: the graph is its own variant in verify.json
+(`q4_wasm`) because its numerics differ from the int4 graph (int8 weights and uint8 activations).
+
+Measured in Chromium on SmolLM2 q4 against the previous WASM graph (float32 weights folded at load from
+the int4 file): see benchmarks/README.md "WASM int8". The graph holds ~1 byte per parameter in the
+wasm heap instead of 4, so a 1B-class model fits the 4 GiB wasm32 heap.
+
+The graph and its weights are self-contained (`onnx/<model>_wasm.onnx` + `<model>_wasm.onnx_data[_N]`): the
+WASM engine downloads only these (the int4 file is not needed there). The embedding (GatherBlockQuantized)
+and the other initializers are copied as they are.
 
 Fused graphs also get their GroupQueryAttention unfused to MatMul/Softmax (converter/quant/unfuse_attention.py:
 onnxruntime-web's WASM GroupQueryAttention is slow); that part holds for one unpadded sequence only.
 
 Layouts follow the MatMulNBits contract (onnxruntime docs/ContribOperators.md): B uint8 (N, n_blocks,
-block/2), scales (N * n_blocks) or (N, n_blocks), zero_points uint8 (N, ceil(n_blocks/2)) packed per row
-(default 8 when absent).
+block * bits / 8), scales (N * n_blocks) or (N, n_blocks), zero_points uint8 (N, ceil(n_blocks * bits / 8))
+packed per row (default 2^(bits-1) when absent).
 """
 
 from __future__ import annotations
@@ -36,134 +39,128 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, external_data_helper, helper, numpy_helper
+from webllama.converter.onnx_io import save_sharded
 from webllama.converter.quant.unfuse_attention import unfuse_gqa
 
-FP32_BUDGET = 2 * 2**30  # bytes of dequantized float32 weights the WASM graph may create at load
+MS_DOMAIN = "com.microsoft"
+WASM_HEAP = 4 * 2**30  # wasm32: the whole heap (weights, activations, KV cache, runtime) is at most 4 GiB
+HEAP_BUDGET = 3 * 2**30  # weight bytes the WASM graph may hold, leaving room for activations and the KV cache
 
 
-def float_weight_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of float32 weights the rewrite would materialize (sum of K*N*4 over MatMulNBits)."""
+def int8_weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of int8 weights the rewrite would store (sum of K*N over MatMulNBits)."""
     total = 0
     for node in model.graph.node:
         if node.op_type == "MatMulNBits":
             a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
-            total += int(a["K"]) * int(a["N"]) * 4
+            total += int(a["K"]) * int(a["N"])
     return total
 
 
-def _external_alias(t: TensorProto, name: str, data_type: int, dims: list[int]) -> TensorProto:
-    """A tensor header for the same stored bytes as `t` under another name, type and shape."""
-    alias = TensorProto()
-    alias.CopyFrom(t)
-    alias.name = name
-    alias.data_type = data_type
-    del alias.dims[:]
-    alias.dims.extend(dims)
-    return alias
+def _load(t: TensorProto, base_dir: Path) -> TensorProto:
+    """A copy of `t` with its bytes inline (external data read from `base_dir`)."""
+    out = TensorProto()
+    out.CopyFrom(t)
+    if external_data_helper.uses_external_data(out):
+        external_data_helper.load_external_data_for_tensor(out, str(base_dir))
+        out.data_location = TensorProto.DEFAULT
+        del out.external_data[:]
+    return out
 
 
-def _zero_points(t: TensorProto, base_dir: Path, n: int, n_blocks: int, name: str) -> TensorProto:
-    """MatMulNBits packs zero points per row (a row of odd n_blocks ends with a padding nibble); ONNX uint4
-    packs the whole tensor. Re-pack them (N * n_blocks / 2 bytes: small) as an inline uint4 (N, n_blocks)."""
-    packed = numpy_helper.to_array(t, base_dir=str(base_dir)).reshape(n, -1)  # (N, ceil(nb/2)) uint8
-    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1)[:, :n_blocks]  # (N, nb)
-    return _uint4_tensor(name, nibbles)
+def _unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """uint8 rows of packed `bits`-bit values (low bits first) -> (rows, count) uint8 values."""
+    if bits == 8:
+        return packed[:, :count]
+    if bits != 4:
+        raise ValueError(f"MatMulNBits with bits={bits} is not supported (4 or 8)")
+    return np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(packed.shape[0], -1)[:, :count]
 
 
-def _uint4_tensor(name: str, nibbles: np.ndarray) -> TensorProto:
-    """An inline uint4 tensor from values 0..15, packed two per byte low nibble first (ONNX's uint4 layout) with
-    numpy: helper.make_tensor wants a Python list, which takes seconds for a 7B-size head's (N, n_blocks)."""
-    flat = nibbles.astype(np.uint8).reshape(-1)
-    if flat.size % 2:
-        flat = np.append(flat, np.uint8(0))
-    t = TensorProto(name=name, data_type=TensorProto.UINT4, dims=list(nibbles.shape))
-    t.raw_data = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8).tobytes()
-    return t
-
-
-def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path) -> tuple[list, list]:
-    """Nodes + initializers computing node's output as MatMul(A, folded float32 weight)."""
+def dequantize_nbits(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path) -> np.ndarray:
+    """The float32 weight (N, K) a MatMulNBits node multiplies by: (q - zero_point) * scale per block."""
     a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
-    k, n, block = int(a["K"]), int(a["N"]), int(a["block_size"])
-    if int(a.get("bits", 4)) != 4:
-        raise ValueError(f"{node.name}: only 4-bit MatMulNBits is unpacked (bits={a.get('bits')})")
+    k, n, block, bits = int(a["K"]), int(a["N"]), int(a["block_size"]), int(a.get("bits", 4))
     ins = list(node.input) + [""] * (6 - len(node.input))
-    x, b, scales, zp, g_idx, bias = ins[:6]
+    _, b, scales, zp, g_idx, _ = ins[:6]
     if g_idx:
-        raise ValueError(f"{node.name}: MatMulNBits with g_idx (act-order) is not unpacked")
+        raise ValueError(f"{node.name}: MatMulNBits with g_idx (act-order) is not supported on WASM")
     if b not in inits or scales not in inits or (zp and zp not in inits):
         raise ValueError(f"{node.name}: MatMulNBits weights are not initializers")
     n_blocks = (k + block - 1) // block
-    p = f"{b}/wasm"
-    new = [
-        _external_alias(inits[b], f"{p}/q", TensorProto.UINT4, [n, n_blocks * block]),
-        _external_alias(inits[scales], f"{p}/scales", inits[scales].data_type, [n, n_blocks]),
-    ]
-    dq_inputs = [f"{p}/q", f"{p}/scales"]
+    arr = lambda name: numpy_helper.to_array(inits[name], base_dir=str(base_dir))  # noqa: E731
+    q = _unpack_bits(arr(b).reshape(n * n_blocks, -1), bits, block).reshape(n, n_blocks, block)
+    s = arr(scales).astype(np.float32).reshape(n, n_blocks, 1)
     if zp:
-        new.append(_zero_points(inits[zp], base_dir, n, n_blocks, f"{p}/zp"))
-        dq_inputs.append(f"{p}/zp")
-    else:  # MatMulNBits' default zero point is 8 (symmetric int4 stored unsigned)
-        new.append(_uint4_tensor(f"{p}/zp", np.full((n, n_blocks), 8, dtype=np.uint8)))
-        dq_inputs.append(f"{p}/zp")
-    g = [helper.make_node("DequantizeLinear", dq_inputs, [f"{p}/w_nk_padded"], axis=1, block_size=block)]  # (N, nb*blk)
-    w_nk = f"{p}/w_nk_padded"
-    if n_blocks * block != k:  # the last block is padded: drop the padding columns
-        new += [
-            numpy_helper.from_array(np.array([0], np.int64), f"{p}/k0"),
-            numpy_helper.from_array(np.array([k], np.int64), f"{p}/k1"),
-            numpy_helper.from_array(np.array([1], np.int64), f"{p}/axis1"),
-        ]
-        g.append(helper.make_node("Slice", [w_nk, f"{p}/k0", f"{p}/k1", f"{p}/axis1"], [f"{p}/w_nk"]))
-        w_nk = f"{p}/w_nk"
-    g.append(helper.make_node("Transpose", [w_nk], [f"{p}/w"], perm=[1, 0]))  # (K, N)
-    out = node.output[0]
-    mm_out = f"{p}/mm" if bias else out
-    g.append(helper.make_node("MatMul", [x, f"{p}/w"], [mm_out], name=node.name))
-    if bias:
-        g.append(helper.make_node("Add", [mm_out, bias], [out]))
-    return g, new
+        z = _unpack_bits(arr(zp).reshape(n, -1), bits, n_blocks).reshape(n, n_blocks, 1)
+    else:  # MatMulNBits' default zero point: 2^(bits-1) (symmetric values stored unsigned)
+        z = np.full((n, n_blocks, 1), 1 << (bits - 1), np.uint8)
+    w = (q.astype(np.float32) - z.astype(np.float32)) * s
+    return w.reshape(n, n_blocks * block)[:, :k]
 
 
-def unpack_int4(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
+def requantize_int8(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel: (Q (K, N) int8, scale (N,) float32) with W ~= Q * scale."""
+    amax = np.abs(w_nk).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w_nk / scale[:, None]), -127, 127).astype(np.int8)
+    return np.ascontiguousarray(q.T), scale
+
+
+def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path) -> tuple[onnx.NodeProto, list]:
+    """The DynamicQuantizeMatMul node (and its int8 initializers) computing node's output."""
+    q, scale = requantize_int8(dequantize_nbits(node, inits, base_dir))
+    p = f"{node.input[1]}/int8"
+    ins = list(node.input) + [""] * (6 - len(node.input))
+    bias = ins[5]
+    inputs = [node.input[0], f"{p}/q", f"{p}/scale"] + (["", bias] if bias else [])
+    new = [numpy_helper.from_array(q, f"{p}/q"), numpy_helper.from_array(scale, f"{p}/scale")]
+    return helper.make_node("DynamicQuantizeMatMul", inputs, [node.output[0]], name=node.name, domain=MS_DOMAIN), new
+
+
+def to_int8(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
     """A copy of `model` (loaded without external data, from `base_dir`) with every MatMulNBits replaced by
-    dequantize-at-load + MatMul. The weights are referenced, not copied; unused originals are dropped."""
+    DynamicQuantizeMatMul over int8 weights; the other initializers are loaded inline (to be saved anew)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {t.name: t for t in out.graph.initializer}
     nodes, added = [], []
     for node in out.graph.node:
-        if node.op_type == "MatMulNBits" and node.domain == "com.microsoft":
-            g, new = _replace(node, inits, base_dir)
-            nodes += g
+        if node.op_type == "MatMulNBits" and node.domain == MS_DOMAIN:
+            new_node, new = _replace(node, inits, base_dir)
+            nodes.append(new_node)
             added += new
         else:
             nodes.append(node)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     used = {i for nd in nodes for i in nd.input}
-    kept = [t for t in out.graph.initializer if t.name in used]
+    kept = [_load(t, base_dir) for t in out.graph.initializer if t.name in used]
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept + added)
-    for op in out.opset_import:  # blocked and 4-bit DequantizeLinear: opset 21
-        if op.domain in ("", "ai.onnx") and op.version < 21:
-            op.version = 21
-    out.ir_version = max(out.ir_version, 10)  # the uint4 tensor type: IR version 10
+    if not any(op.domain == MS_DOMAIN for op in out.opset_import):
+        out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return out
 
 
-def write_wasm_graph(root: Path, entry: dict) -> str | None:
-    """Write onnx/<model>_wasm.onnx next to an int4 float32 variant's graph; returns its bundle path, or
-    None when the variant has no MatMulNBits, is float16, or its float32 weights exceed FP32_BUDGET."""
+def write_wasm_graph(root: Path, entry: dict) -> dict | None:
+    """Write onnx/<model>_wasm.onnx and its weight shards next to a quantized float32 variant's graph; returns
+    the manifest fields {"wasm_model", "wasm_external_data", "wasm_weights"}, or None when the variant has no
+    MatMulNBits, is float16, or its int8 weights would not leave room in a 4 GiB wasm32 heap."""
     if entry.get("activation_dtype") != "float32":
         return None
     path = root / entry["model"]
     model = onnx.load(str(path), load_external_data=False)  # initializers keep their shard references
-    size = float_weight_bytes(model)
-    if size == 0 or size > FP32_BUDGET:
+    size = int8_weight_bytes(model)
+    if size == 0 or size > HEAP_BUDGET:
         return None
-    wasm = unfuse_gqa(unpack_int4(model, path.parent))  # fused graphs: WASM's GroupQueryAttention is slow
+    wasm = unfuse_gqa(to_int8(model, path.parent))  # fused graphs: WASM's GroupQueryAttention is slow
     dest = path.with_name(path.stem + "_wasm.onnx")
-    onnx.save(wasm, str(dest))
-    return str(Path(entry["model"]).with_name(dest.name))
+    shards = save_sharded(wasm, dest)
+    rel = Path(entry["model"]).parent
+    return {
+        "wasm_model": str(rel / dest.name),
+        "wasm_external_data": [str(rel / s.name) for s in shards],
+        "wasm_weights": "int8",
+    }

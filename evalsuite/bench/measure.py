@@ -9,7 +9,6 @@ of the processes that do the work (this one, or the browser's), sampled while th
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,7 +109,7 @@ def run_protocol(runner: Runner, settings: Settings, log=None) -> dict:
     """Warm-up, then `settings.runs` timed repeats of every measurement; returns the metrics dict."""
     log = log or (lambda msg: None)
     with PeakRss(runner.pids) as rss:
-        baseline = _current_rss()
+        baseline = rss.sample()  # nothing loaded yet: this process, or Chromium with the empty benchmark page
         loads = [runner.load() for _ in range(max(1, settings.load_runs))]
         log(f"loaded in {loads[0]['load_s']:.2f} s")
         s = settings.capped(runner.context_length)
@@ -132,14 +131,10 @@ def run_protocol(runner: Runner, settings: Settings, log=None) -> dict:
         "prefill_tokens_per_s": {str(n): stat([n / t for t in v], "tokens/s") for n, v in prefill.items()},
         "decode_tokens_per_s": stat([s.decode_tokens / t for t in decode], "tokens/s"),
         "peak_rss_bytes": rss.peak,
-        "baseline_rss_bytes": baseline if runner.pids() == [os.getpid()] else 0,
+        "baseline_rss_bytes": baseline,
+        # what loading and running the model added, the same way for every runtime (browsers: every Chromium process)
+        "peak_above_baseline_bytes": rss.peak - baseline,
     }
-
-
-def _current_rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
 
 
 def timed(fn, *args) -> tuple[float, object]:

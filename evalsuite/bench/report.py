@@ -22,6 +22,7 @@ def one_line(doc: dict) -> str:
     return (
         f"{doc['target']['name']} {doc['variant']} {doc['runtime']}/{doc['device']} x{doc['threads']}: "
         f"load {spread(m['load_s'])} s, ttft {spread(m['ttft_s'])} s, prefill tok/s {pre}, "
-        f"decode {spread(m['decode_tokens_per_s'])} tok/s, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MiB, "
+        f"decode {spread(m['decode_tokens_per_s'])} tok/s, peak RSS {m['peak_rss_bytes'] / 2**20:.0f} MiB "
+        f"({m.get('peak_above_baseline_bytes', 0) / 2**20:.0f} above the empty runtime), "
         f"{m['bundle_bytes'] / 2**20:.1f} MiB ({m['bytes_per_parameter'] or 0:.3f} B/param)"
     )

@@ -51,18 +51,25 @@ test('variant files: tokenizer first, then graph and weights', () => {
     ['tokenizer.json', 'tokenizer_config.json', 'onnx/model_q4.onnx', 'onnx/model_q4.onnx_data']);
 });
 
-test('int4 on WASM runs the dequantize-at-load graph over the same weight files', () => {
+test('int4 on WASM runs the WASM graph: its own int8 shards, or (older bundles) the same weight files', () => {
   const m = manifest();
   m.variants.q4.wasm_model = 'onnx/model_q4_wasm.onnx';
   assert.throws(() => parseManifest(m, 'u'), /model_q4_wasm.onnx is not in files/);
   m.files.push({ path: 'onnx/model_q4_wasm.onnx', size: 2, sha256: 'e' });
   parseManifest(m, 'u');
-  assert.deepEqual(variantGraph(m, 'q4', 'wasm'), { model: 'onnx/model_q4_wasm.onnx', unpacked: true });
-  assert.deepEqual(variantGraph(m, 'q4', 'webgpu'), { model: 'onnx/model_q4.onnx', unpacked: false });
-  assert.deepEqual(variantGraph(m, 'q4', 'wasm', false), { model: 'onnx/model_q4.onnx', unpacked: false });
-  assert.deepEqual(variantGraph(m, 'fp32', 'wasm'), { model: 'onnx/model.onnx', unpacked: false });
+  const q4 = ['onnx/model_q4.onnx_data'];
+  assert.deepEqual(variantGraph(m, 'q4', 'wasm'), { model: 'onnx/model_q4_wasm.onnx', unpacked: true, externalData: q4 });
+  assert.deepEqual(variantGraph(m, 'q4', 'webgpu'), { model: 'onnx/model_q4.onnx', unpacked: false, externalData: q4 });
+  assert.deepEqual(variantGraph(m, 'q4', 'wasm', false), { model: 'onnx/model_q4.onnx', unpacked: false, externalData: q4 });
+  assert.deepEqual(variantGraph(m, 'fp32', 'wasm'), { model: 'onnx/model.onnx', unpacked: false, externalData: ['onnx/model.onnx_data'] });
   assert.deepEqual(variantFiles(m, 'q4', 'wasm').map((f) => f.path),
     ['tokenizer.json', 'tokenizer_config.json', 'onnx/model_q4_wasm.onnx', 'onnx/model_q4.onnx_data']);
+  m.variants.q4.wasm_external_data = ['onnx/model_q4_wasm.onnx_data'];
+  assert.throws(() => parseManifest(m, 'u'), /model_q4_wasm.onnx_data is not in files/);
+  m.files.push({ path: 'onnx/model_q4_wasm.onnx_data', size: 4, sha256: 'f' });
+  parseManifest(m, 'u');
+  assert.deepEqual(variantFiles(m, 'q4', 'wasm').map((f) => f.path),
+    ['tokenizer.json', 'tokenizer_config.json', 'onnx/model_q4_wasm.onnx', 'onnx/model_q4_wasm.onnx_data']);
   assert.deepEqual(variantFiles(m, 'q4', 'webgpu').map((f) => f.path),
     ['tokenizer.json', 'tokenizer_config.json', 'onnx/model_q4.onnx', 'onnx/model_q4.onnx_data']);
 });

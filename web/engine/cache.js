@@ -1,10 +1,14 @@
 // Bundle files through the browser Cache API, verified against manifest.json (size + sha256).
 //
-// A file is looked up under "<url>?sha256=<hex>", so a re-converted bundle never reads stale bytes;
-// cached bytes are hashed again on read and dropped if they do not match. Downloads stream through
-// a reader so progress can be reported; a file that fails its check is never cached.
+// A file is looked up under "<url>?sha256=<hex>", so a re-converted bundle never reads stale bytes.
+// Small files (graph, tokenizer) are read whole and hashed again on read. Weight shards are never held whole
+// in JS memory: the download streams into the cache through a hashing TransformStream that errors the
+// put when the size or sha256 is wrong (so a cache entry exists only for verified bytes), and the session
+// reads the cached, disk-backed Blob one tensor at a time (BlobFile). A reload finds every finished shard in
+// the cache and downloads only the missing ones.
 
-import { BundleNotFoundError, ChecksumError } from './errors.js';
+import { BundleNotFoundError, ChecksumError, StorageQuotaError } from './errors.js';
+import { Sha256 } from './sha256.js';
 
 export const CACHE_NAME = 'webllama-models-v1';
 
@@ -79,6 +83,42 @@ export class ModelStore {
     return { bytes, fromCache: false };
   }
 
+  /**
+   * A weight shard as a Uint8Array onnxruntime-web can mount as external data without a full JS copy: a
+   * BlobFile over the cached Blob (or, without the Cache API, the downloaded bytes).
+   * @param {string} baseUrl @param {FileEntry} entry
+   * @param {{onBytes?: (e: ByteEvent) => void, signal?: AbortSignal}} [opts]
+   * @returns {Promise<{bytes: Uint8Array, fromCache: boolean}>}
+   */
+  async getShard(baseUrl, entry, opts = {}) {
+    if (!this.useCache || typeof FileReaderSync === 'undefined') return this.get(baseUrl, entry, opts);
+    const url = new URL(entry.path, baseUrl).href;
+    const key = `${url}?sha256=${entry.sha256}`;
+    const cache = await caches.open(this.cacheName);
+    let hit = await cache.match(key);
+    const fromCache = !!hit;
+    if (!hit) {
+      await streamToCache(cache, key, url, entry, opts);
+      hit = await cache.match(key);
+    } else if (opts.onBytes) {
+      opts.onBytes({ bytes: entry.size, fromCache: true });
+    }
+    const blob = hit ? await hit.blob() : null;
+    if (!blob || blob.size !== entry.size) {
+      await cache.delete(key);
+      throw new ChecksumError(`${entry.path}: the cached copy has ${blob ? blob.size : 0} bytes, manifest.json says ${entry.size}; ` +
+        'it was removed from the cache: load the model again', { file: entry.path });
+    }
+    return { bytes: new BlobFile(blob), fromCache };
+  }
+
+  /** @param {string} baseUrl @param {FileEntry} entry @returns {Promise<boolean>} whether the file is cached */
+  async has(baseUrl, entry) {
+    if (!this.useCache) return false;
+    const url = new URL(entry.path, baseUrl).href;
+    return !!(await (await caches.open(this.cacheName)).match(`${url}?sha256=${entry.sha256}`));
+  }
+
   /** Delete every cached model file. @returns {Promise<boolean>} */
   async clear() {
     return typeof caches !== 'undefined' ? caches.delete(this.cacheName) : false;
@@ -104,17 +144,9 @@ export class ModelStore {
  * @returns {Promise<Uint8Array>}
  */
 async function download(url, entry, opts) {
-  let resp;
-  try {
-    resp = await fetch(url, { signal: opts.signal, cache: 'no-store' });
-  } catch (e) {
-    throw new BundleNotFoundError(`cannot download ${url}: ${/** @type {Error} */ (e).message}; is the server running?`, { url });
-  }
-  if (!resp.ok || !resp.body) {
-    throw new BundleNotFoundError(`cannot download ${url}: HTTP ${resp.status}; the bundle is incomplete`, { url, status: resp.status });
-  }
+  const resp = await request(url, opts.signal);
   const out = new Uint8Array(entry.size);
-  const reader = resp.body.getReader();
+  const reader = /** @type {ReadableStream<Uint8Array>} */ (resp.body).getReader();
   let offset = 0;
   for (;;) {
     const { done, value } = await reader.read();
@@ -129,4 +161,95 @@ async function download(url, entry, opts) {
     if (opts.onBytes) opts.onBytes({ bytes: value.byteLength, fromCache: false });
   }
   return offset === out.byteLength ? out : out.subarray(0, offset);
+}
+
+/**
+ * A cached Blob seen as a Uint8Array by onnxruntime-web's external-data loader, which reads only `byteLength`
+ * and `subarray(begin, end)` (one call per tensor, copied straight into the wasm heap or a GPU buffer). Each
+ * subarray is read synchronously from the disk-backed Blob (FileReaderSync: workers only), so JS holds one
+ * tensor at a time instead of the whole shard. The typed array itself is empty.
+ */
+export class BlobFile extends Uint8Array {
+  /** @param {Blob} blob */
+  constructor(blob) {
+    super(0);
+    this.blob = blob;
+  }
+
+  get byteLength() { return this.blob.size; }
+
+  get length() { return this.blob.size; }
+
+  /** @param {number} [begin] @param {number} [end] @returns {Uint8Array} */
+  subarray(begin = 0, end = this.blob.size) {
+    return new Uint8Array(new FileReaderSync().readAsArrayBuffer(this.blob.slice(begin, end)));
+  }
+}
+
+/**
+ * Download one file straight into the cache, hashing it on the way; the put fails (and nothing is stored)
+ * when the bytes do not match the manifest.
+ * @param {Cache} cache @param {string} key @param {string} url @param {FileEntry} entry
+ * @param {{onBytes?: (e: ByteEvent) => void, signal?: AbortSignal}} opts
+ */
+async function streamToCache(cache, key, url, entry, opts) {
+  const resp = await request(url, opts.signal);
+  const hasher = new Sha256();
+  let seen = 0;
+  /** @type {Error|null} */
+  let failure = null;
+  const fail = (/** @type {Error} */ e) => { failure = e; throw e; };
+  const check = new TransformStream({
+    transform(chunk, ctl) {
+      seen += chunk.byteLength;
+      if (seen > entry.size) {
+        fail(new ChecksumError(`${entry.path}: the server sent more than the ${entry.size} bytes manifest.json lists; convert the bundle again`,
+          { file: entry.path, expected_size: entry.size }));
+      }
+      hasher.update(chunk);
+      if (opts.onBytes) opts.onBytes({ bytes: chunk.byteLength, fromCache: false });
+      ctl.enqueue(chunk);
+    },
+    flush() {
+      if (seen !== entry.size) {
+        fail(new ChecksumError(`${entry.path}: size ${seen} bytes, manifest.json says ${entry.size}; the bundle at ${url} is corrupt or ` +
+          'was modified after conversion: convert it again', { file: entry.path, expected_size: entry.size, size: seen }));
+      }
+      const found = hasher.hex();
+      if (found !== entry.sha256) {
+        fail(new ChecksumError(`checksum mismatch for ${entry.path}: sha256 ${found.slice(0, 16)}…, manifest.json says ${entry.sha256.slice(0, 16)}…; ` +
+          'the file is corrupt or was modified after conversion: convert the bundle again', { file: entry.path, expected: entry.sha256, found }));
+      }
+    },
+  });
+  const body = /** @type {ReadableStream} */ (resp.body).pipeThrough(check);
+  try {
+    await cache.put(key, new Response(body, {
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(entry.size) },
+    }));
+  } catch (e) {
+    await cache.delete(key);
+    if (failure) throw failure;
+    const err = /** @type {Error} */ (e);
+    if (err.name === 'QuotaExceededError') {
+      throw new StorageQuotaError(`cannot store ${entry.path} (${(entry.size / 2 ** 20).toFixed(0)} MiB) in the browser cache: the storage ` +
+        'quota is full; free disk space or clear other sites\' data, then load again (finished shards are kept)', { file: entry.path });
+    }
+    if (opts.signal && opts.signal.aborted) throw err;
+    throw new BundleNotFoundError(`download of ${url} failed: ${err.message}; load again to resume (finished shards are kept)`, { url });
+  }
+}
+
+/** @param {string} url @param {AbortSignal} [signal] @returns {Promise<Response>} */
+async function request(url, signal) {
+  let resp;
+  try {
+    resp = await fetch(url, { signal, cache: 'no-store' });
+  } catch (e) {
+    throw new BundleNotFoundError(`cannot download ${url}: ${/** @type {Error} */ (e).message}; is the server running?`, { url });
+  }
+  if (!resp.ok || !resp.body) {
+    throw new BundleNotFoundError(`cannot download ${url}: HTTP ${resp.status}; the bundle is incomplete`, { url, status: resp.status });
+  }
+  return resp;
 }

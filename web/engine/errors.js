@@ -26,6 +26,8 @@ export class VariantError extends WebllamaError {}
 export class SessionError extends WebllamaError {}
 /** The device ran out of memory (GPU buffer or wasm heap). */
 export class OutOfMemoryError extends WebllamaError {}
+/** The browser's storage quota cannot hold the model's files (Cache API). */
+export class StorageQuotaError extends WebllamaError {}
 /** Prompt + requested output do not fit in manifest.context_length. */
 export class ContextFullError extends WebllamaError {}
 /** A request is malformed (OpenAI field types/ranges). */
@@ -39,7 +41,7 @@ export class InternalError extends WebllamaError {}
 
 export const ERROR_CLASSES = Object.freeze({
   WebllamaError, BundleNotFoundError, ManifestError, ChecksumError, VariantError, SessionError,
-  OutOfMemoryError, ContextFullError, InvalidRequestError, NotLoadedError, AbortedError, InternalError,
+  OutOfMemoryError, StorageQuotaError, ContextFullError, InvalidRequestError, NotLoadedError, AbortedError, InternalError,
 });
 
 /** @typedef {{name: string, message: string, data: Record<string, unknown>}} WireError */

@@ -1,8 +1,8 @@
 // Loading a bundle: manifest.json -> variant choice -> verified files (Cache API) -> session on
 // WebGPU, falling back to WASM when there is no adapter or the WebGPU session fails.
 
-import { BundleNotFoundError, SessionError, WebllamaError } from './errors.js';
-import { parseManifest, pickVariant, variantFiles, variantGraph } from './manifest.js';
+import { BundleNotFoundError, OutOfMemoryError, SessionError, StorageQuotaError, WebllamaError } from './errors.js';
+import { headDim, parseManifest, pickVariant, variantFiles, variantGraph } from './manifest.js';
 import { createSession, probeAdapter } from './session.js';
 
 /**
@@ -89,20 +89,78 @@ class ProgressTracker {
   }
 }
 
+const GiB = 2 ** 30;
+/** wasm32: one 4 GiB linear memory holds the weights, the KV cache, the activations and the runtime. */
+export const WASM_HEAP_BYTES = 4 * GiB;
+/** Heap the runtime and activations need besides the weights and the KV cache (measured: SmolLM2 ~0.3 GiB). */
+const WASM_OVERHEAD_BYTES = 0.5 * GiB;
+
 /**
- * Fetch (or read from cache) and verify every file of a variant.
+ * Refuse, with the numbers, a WASM load that cannot fit the 4 GiB heap: int8 weights + the KV cache at the
+ * bundle's context length (past in, present out, and the attention's concatenation: 3 copies on WASM).
+ * @param {Manifest} m @param {string} variant @param {import('./manifest.js').FileEntry[]} weights
+ */
+export function checkWasmHeap(m, variant, weights) {
+  const c = m.config;
+  const wBytes = weights.reduce((s, f) => s + f.size, 0);
+  const kvPerToken = 3 * 2 * c.num_hidden_layers * c.num_key_value_heads * headDim(m) * 4;
+  const need = wBytes + kvPerToken * m.context_length + WASM_OVERHEAD_BYTES;
+  if (need <= WASM_HEAP_BYTES) return;
+  const gib = (/** @type {number} */ b) => (b / GiB).toFixed(2);
+  const perParam = wBytes / Math.max(1, /** @type {any} */ (m).num_parameters || 1);
+  const fitParams = (WASM_HEAP_BYTES - WASM_OVERHEAD_BYTES - kvPerToken * m.context_length) / perParam;
+  const fitContext = Math.floor((WASM_HEAP_BYTES - WASM_OVERHEAD_BYTES - wBytes) / kvPerToken);
+  const fits = [
+    ...(fitContext > 0 ? [`this model fits with a context of at most ${fitContext} tokens (convert with --context-length)`] : []),
+    ...(fitParams > 0 ? [`a model of at most ${(fitParams / 1e9).toFixed(2)}B parameters fits at this context`] : []),
+  ];
+  throw new OutOfMemoryError(
+    `${m.name} (${variant}) needs about ${gib(need)} GiB of WASM memory (${gib(wBytes)} GiB of weights + ` +
+    `${gib(kvPerToken * m.context_length)} GiB of KV cache at its ${m.context_length}-token context); the wasm32 heap holds 4 GiB` +
+    (fits.length ? `: ${fits.join(', or ')}` : '') + '; use a WebGPU device for this one',
+    { need_bytes: need, weight_bytes: wBytes, heap_bytes: WASM_HEAP_BYTES, fit_context: fitContext });
+}
+
+/**
+ * Refuse, with the numbers, a download the origin's storage quota cannot hold (navigator.storage.estimate).
+ * @param {LoaderDeps} deps @param {string} base @param {Manifest} m @param {import('./manifest.js').FileEntry[]} entries
+ */
+export async function checkQuota(deps, base, m, entries) {
+  const storage = typeof navigator !== 'undefined' && navigator.storage;
+  if (!deps.store.useCache || !storage || !storage.estimate) return;
+  let missing = 0;
+  for (const e of entries) if (!(await deps.store.has(base, e))) missing += e.size;
+  if (missing === 0) return;
+  if (storage.persist) await storage.persist().catch(() => false); // ask not to be evicted; best effort
+  const { quota = Infinity, usage = 0 } = await storage.estimate();
+  if (missing <= quota - usage) return;
+  const mib = (/** @type {number} */ b) => (b / 2 ** 20).toFixed(0);
+  throw new StorageQuotaError(
+    `${m.name} needs ${mib(missing)} MiB more browser storage for its files (${mib(entries.reduce((s, e) => s + e.size, 0))} MiB in all), ` +
+    `but this site may store only ${mib(Math.max(0, quota - usage))} MiB more (quota ${mib(quota)} MiB, used ${mib(usage)} MiB); ` +
+    'free disk space or clear this site\'s data, or choose a model whose files fit',
+    { missing_bytes: missing, quota_bytes: quota, usage_bytes: usage });
+}
+
+/**
+ * Fetch (or read from cache) and verify every file of a variant. Weight shards come back as BlobFiles over
+ * the cache (cache.js): onnxruntime-web reads them tensor by tensor, never as one JS copy.
  * @param {LoaderDeps} deps @param {string} base @param {Manifest} m @param {string} variant @param {LoadHooks} hooks
  * @param {'webgpu'|'wasm'} [provider] @param {boolean} [unpackInt4]
  * @returns {Promise<{files: Map<string, Uint8Array>, fromCache: boolean}>}
  */
 export async function fetchVariant(deps, base, m, variant, hooks, provider = 'webgpu', unpackInt4 = true) {
   const entries = variantFiles(m, variant, provider, unpackInt4);
+  const shards = new Set(variantGraph(m, variant, provider, unpackInt4).externalData);
+  if (provider === 'wasm') checkWasmHeap(m, variant, entries.filter((e) => shards.has(e.path)));
+  await checkQuota(deps, base, m, entries);
   const total = entries.reduce((s, f) => s + f.size, 0);
   const tracker = new ProgressTracker(total, hooks.onProgress || (() => {}), deps.now);
   const files = new Map();
   let allCached = true;
   for (const entry of entries) {
-    const got = await deps.store.get(base, entry, { signal: hooks.signal, onBytes: (e) => tracker.add(entry.path, e) });
+    const read = shards.has(entry.path) ? deps.store.getShard.bind(deps.store) : deps.store.get.bind(deps.store);
+    const got = await read(base, entry, { signal: hooks.signal, onBytes: (e) => tracker.add(entry.path, e) });
     files.set(entry.path, got.bytes);
     allCached = allCached && got.fromCache;
   }
@@ -115,10 +173,9 @@ export async function fetchVariant(deps, base, m, variant, hooks, provider = 'we
  * @param {Map<string, Uint8Array>} files @param {boolean} [unpackInt4]
  */
 export async function openSession(deps, m, variant, provider, files, unpackInt4 = true) {
-  const v = m.variants[variant];
   const graph = variantGraph(m, variant, provider, unpackInt4);
   const dir = graph.model.includes('/') ? graph.model.slice(0, graph.model.lastIndexOf('/') + 1) : '';
-  const externalData = (v.external_data || []).map((p) => ({
+  const externalData = graph.externalData.map((p) => ({
     path: p.startsWith(dir) ? p.slice(dir.length) : p, data: /** @type {Uint8Array} */ (files.get(p)),
   }));
   const gpuOutputs = [];

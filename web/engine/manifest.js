@@ -12,7 +12,8 @@ const PREFERENCE = Object.freeze({
 
 /**
  * @typedef {{path: string, size: number, sha256: string}} FileEntry
- * @typedef {{model: string, wasm_model?: string, external_data: string[], activation_dtype: string, kv_dtype: string,
+ * @typedef {{model: string, wasm_model?: string, wasm_external_data?: string[], external_data: string[],
+ *            activation_dtype: string, kv_dtype: string,
  *            requires_webgpu_features: string[], bytes: number}} Variant
  * @typedef {{name: string, context_length: number, config: Record<string, any>,
  *            tokenizer: {file: string, config_file: string, bos_token_id: number|null,
@@ -59,7 +60,7 @@ export function parseManifest(m, where) {
   }
   const listed = new Set(m.files.map((/** @type {FileEntry} */ f) => f.path));
   for (const [name, v] of Object.entries(m.variants)) {
-    for (const p of [v.model, ...(v.wasm_model ? [v.wasm_model] : []), ...(v.external_data || [])]) {
+    for (const p of [v.model, ...(v.wasm_model ? [v.wasm_model] : []), ...(v.external_data || []), ...(v.wasm_external_data || [])]) {
       if (!listed.has(p)) fail(`variant ${name}: ${p} is not in files[]`);
     }
   }
@@ -108,16 +109,18 @@ function missing(m, name, gpu) {
 }
 
 /**
- * The graph file a variant runs on a provider. On WASM an int4 variant's `wasm_model` (same weight files,
- * dequantized once at load: onnxruntime's WASM build has no fast int4 MatMulNBits kernel, see
- * converter/quant/unpack.py) unless the caller opts out with `unpackInt4: false`.
+ * The graph file (and its weight files) a variant runs on a provider. On WASM a quantized variant's
+ * `wasm_model` (int8 weights for onnxruntime's WASM integer GEMM: it has no fast int4 MatMulNBits kernel, see
+ * converter/quant/unpack.py; older bundles: the same int4 files dequantized at load) unless the caller opts out
+ * with `unpackInt4: false`.
  * @param {Manifest} m @param {string} variant @param {'webgpu'|'wasm'} provider @param {boolean} [unpackInt4]
- * @returns {{model: string, unpacked: boolean}}
+ * @returns {{model: string, unpacked: boolean, externalData: string[]}}
  */
 export function variantGraph(m, variant, provider, unpackInt4 = true) {
   const v = m.variants[variant];
   const unpacked = provider === 'wasm' && unpackInt4 && typeof v.wasm_model === 'string';
-  return { model: unpacked ? /** @type {string} */ (v.wasm_model) : v.model, unpacked };
+  const externalData = (unpacked && v.wasm_external_data) || v.external_data || [];
+  return { model: unpacked ? /** @type {string} */ (v.wasm_model) : v.model, unpacked, externalData };
 }
 
 /**
@@ -126,9 +129,8 @@ export function variantGraph(m, variant, provider, unpackInt4 = true) {
  * @returns {FileEntry[]}
  */
 export function variantFiles(m, variant, provider = 'webgpu', unpackInt4 = true) {
-  const v = m.variants[variant];
-  const graph = variantGraph(m, variant, provider, unpackInt4).model;
-  const wanted = [m.tokenizer.file, m.tokenizer.config_file, graph, ...(v.external_data || [])].filter(Boolean);
+  const graph = variantGraph(m, variant, provider, unpackInt4);
+  const wanted = [m.tokenizer.file, m.tokenizer.config_file, graph.model, ...graph.externalData].filter(Boolean);
   const byPath = new Map(m.files.map((f) => [f.path, f]));
   return wanted.map((p) => {
     const f = byPath.get(p);
