@@ -79,7 +79,7 @@ class Case:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, stories_dir, tiny_llama_dir) -> dict:
+def inputs(tmp_path_factory, stories_dir, tiny_llama_dir, benchmarks_dir) -> dict:
     """One tiny bundle (stories260K, fused q4, not verified) and the broken sources, built once."""
     from webllama.converter import ConvertOptions, convert
 
@@ -101,7 +101,15 @@ def inputs(tmp_path_factory, stories_dir, tiny_llama_dir) -> dict:
     tok = bytearray((stories_dir / "tok512.bin").read_bytes())
     tok[4 + 8 : 4 + 8 + 1] = b"\xff"  # first byte of token 0's text: never valid UTF-8
     (bad_tok / "tok512.bin").write_bytes(bytes(tok))
-    return {"bundle": bundle, "stories": stories_dir, "nan_hf": nan_hf, "inf_l2c": inf_l2c, "bad_tok": bad_tok, "hf": tiny_llama_dir}
+    return {
+        "bundle": bundle,
+        "stories": stories_dir,
+        "nan_hf": nan_hf,
+        "inf_l2c": inf_l2c,
+        "bad_tok": bad_tok,
+        "hf": tiny_llama_dir,
+        "data": str(benchmarks_dir),
+    }
 
 
 def _poison_safetensors(path: Path, name: str, value: float) -> None:
@@ -256,12 +264,42 @@ def c_eval_onnx_corrupt_weights(w, i):
     raw = bytearray(data.read_bytes())
     raw[100] ^= 0xFF  # same size, other bytes: only the sha256 can tell
     data.write_bytes(bytes(raw))
-    return ["eval", str(b), "--backend", "onnx", "--tasks", "arc_easy", "--limit", "2", "--output", str(w / "run")], w, None
+    return (
+        [
+            "eval",
+            str(b),
+            "--backend",
+            "onnx",
+            "--tasks",
+            "arc_easy",
+            "--limit",
+            "2",
+            "--data-dir",
+            i["data"],
+            "--output",
+            str(w / "run"),
+        ],
+        w,
+        None,
+    )
 
 
 def c_eval_unknown_task(w, i):
     return (
-        ["eval", str(i["bundle"]), "--backend", "onnx", "--tasks", "no_such_task", "--limit", "2", "--output", str(w / "run")],
+        [
+            "eval",
+            str(i["bundle"]),
+            "--backend",
+            "onnx",
+            "--tasks",
+            "no_such_task",
+            "--limit",
+            "2",
+            "--data-dir",
+            i["data"],
+            "--output",
+            str(w / "run"),
+        ],
         w,
         None,
     )
@@ -270,7 +308,11 @@ def c_eval_unknown_task(w, i):
 def c_eval_output_user_folder(w, i):
     (w / "mine").mkdir()
     (w / "mine" / "results.json").write_text('{"mine": true}')
-    return ["eval", str(i["bundle"]), "--backend", "onnx", "--tasks", "arc_easy", "--output", str(w / "mine")], w, None
+    return (
+        ["eval", str(i["bundle"]), "--backend", "onnx", "--tasks", "arc_easy", "--data-dir", i["data"], "--output", str(w / "mine")],
+        w,
+        None,
+    )
 
 
 def _run_folder(w: Path, body: str) -> Path:
@@ -298,11 +340,11 @@ def _run_folder_b(w: Path) -> Path:
 
 
 def c_serve_port_negative(w, i):
-    return ["serve", str(i["bundle"]), "--port", "-1"], w, None
+    return ["serve", str(i["bundle"]), "--host", "256.0.0.1", "--port", "-1"], w, None  # never binds, never hangs
 
 
 def c_serve_port_too_big(w, i):
-    return ["serve", str(i["bundle"]), "--port", "99999"], w, None
+    return ["serve", str(i["bundle"]), "--host", "256.0.0.1", "--port", "99999"], w, None  # never binds, never hangs
 
 
 def c_serve_manifest_dotdot(w, i):
@@ -374,7 +416,7 @@ CASES = [
     Case("compare: corrupt results.json", c_compare_corrupt_results, ("results.json",)),
     Case("compare: empty results.json", c_compare_empty_results, ("results.json",)),
     Case("leaderboard: results.json holding {}", c_leaderboard_empty_results, ("no scores",)),
-    Case("serve --port -1", c_serve_port_negative, ("port",)),
+    Case("serve --port -1", c_serve_port_negative, ("65535",)),
     Case("serve --port 99999", c_serve_port_too_big, ("65535",)),
     Case("serve: manifest path with ../", c_serve_manifest_dotdot, ("../../etc/passwd",)),
     Case("site: manifest paths with ../ (copy in, write beside --out)", c_site_manifest_dotdot, ("../x",)),
@@ -391,6 +433,8 @@ def test_bad_input_is_one_line_and_changes_nothing(case: Case, inputs, tmp_path,
     argv, watched, cwd = case.setup(work, inputs)
     if cwd is not None:
         monkeypatch.chdir(cwd)
+    for offline in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # a case that gets past its check fails fast, not on a timeout
+        monkeypatch.setenv(offline, "1")
     before = listing(watched)
     code, err = run_cli(argv, capsys)
     assert_one_line_failure(code, err, *case.words)
