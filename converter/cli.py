@@ -31,6 +31,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             lm_head_bits=args.lm_head_bits,
             lm_head_block_size=args.lm_head_block_size,
             lm_head_symmetric=args.lm_head_symmetric,
+            embedding=not args.float_embedding,
         ),
         revision=args.revision,
         verify=not args.no_verify,
@@ -121,6 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--lm-head-symmetric", action="store_true", help="symmetric output projection (default: asymmetric, uint8 zero points)"
+    )
+    p.add_argument(
+        "--float-embedding", action="store_true", help="keep the embedding lookup float (Gather): transformers.js's WASM build"
     )
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for a hub id")
     p.add_argument(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from webllama.evalsuite.bench.schema import BenchError
 
-BENCH_DIR = Path(os.environ.get("WEBLLAMA_BENCHMARKS_DIR", Path(__file__).resolve().parents[2] / "benchmarks"))
+BENCH_DIR_ENV = "WEBLLAMA_BENCHMARKS_DIR"
 BENCH_MODULES = {
     "transformers": "@huggingface/transformers/dist",
     "ort": "onnxruntime-web/dist",
@@ -21,24 +21,31 @@ BENCH_MODULES = {
 }
 
 
-def npm_ready(bench_dir: Path = BENCH_DIR) -> bool:
-    return all((bench_dir / "node_modules" / d).is_dir() for d in BENCH_MODULES.values())
+def bench_dir(given: Path | None = None) -> Path:
+    """The benchmarks folder of a checkout (pages + its own node_modules; not part of the wheel): `given`,
+    else $WEBLLAMA_BENCHMARKS_DIR, else ./benchmarks (the repository root as the working directory)."""
+    return Path(given or os.environ.get(BENCH_DIR_ENV) or Path.cwd() / "benchmarks").resolve()
 
 
-def create_bench_app(bundle: Path | None, gguf: Path | None, bench_dir: Path = BENCH_DIR):
+def npm_ready(folder: Path | None = None) -> bool:
+    return all((bench_dir(folder) / "node_modules" / d).is_dir() for d in BENCH_MODULES.values())
+
+
+def create_bench_app(bundle: Path | None, gguf: Path | None, folder: Path | None = None):
     from webllama.web.server import ServeConfig, _send, create_app
 
+    bench = bench_dir(folder)
     app = create_app(ServeConfig(bundle_paths=(bundle,) if bundle else (), bundle_max_age=0))
 
     def page(rel: str):
-        return _send(bench_dir / "pages", rel, max_age=0)
+        return _send(bench / "pages", rel, max_age=0)
 
     def module(pkg: str, rel: str):
         from flask import abort
 
         if pkg not in BENCH_MODULES:
             abort(404)
-        return _send(bench_dir / "node_modules" / BENCH_MODULES[pkg], rel, max_age=3600)
+        return _send(bench / "node_modules" / BENCH_MODULES[pkg], rel, max_age=3600)
 
     def gguf_file(name: str):
         from flask import abort
@@ -56,16 +63,20 @@ def create_bench_app(bundle: Path | None, gguf: Path | None, bench_dir: Path = B
 class BenchServer:
     """The app on 127.0.0.1:<free port> in a daemon thread; `url`, `slug` (the bundle's /bundles/ segment)."""
 
-    def __init__(self, bundle: Path | None = None, gguf: Path | None = None) -> None:
+    def __init__(self, bundle: Path | None = None, gguf: Path | None = None, folder: Path | None = None) -> None:
         from werkzeug.serving import WSGIRequestHandler, make_server
 
         class QuietHandler(WSGIRequestHandler):
             def log_request(self, *args, **kwargs) -> None:  # one line per file would drown the progress lines
                 pass
 
-        if not npm_ready():
-            raise BenchError(f"{BENCH_DIR}/node_modules is missing: run `npm ci --ignore-scripts` in {BENCH_DIR}")
-        self.app = create_bench_app(bundle, gguf)
+        bench = bench_dir(folder)
+        if not npm_ready(bench):
+            raise BenchError(
+                f"{bench}/node_modules is missing: run `npm ci --ignore-scripts` in the checkout's benchmarks/ "
+                f"(run from the repository root, or set ${BENCH_DIR_ENV})"
+            )
+        self.app = create_bench_app(bundle, gguf, bench)
         bundles = self.app.config["WEBLLAMA_BUNDLES"]
         self.slug = next(iter(bundles)) if bundles else None
         self._srv = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=QuietHandler)

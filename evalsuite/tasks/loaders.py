@@ -1,10 +1,11 @@
 """Field-mapping adapters: the offline benchmark files -> the Hugging Face hub schema of lm-eval's stock task.
 
-Each loader reads the files of one benchmark under `data_dir` (the layout of
-/work/shared/data/benchmarks, see SOURCES.md) and returns a `datasets.DatasetDict` whose split names and
-columns are exactly those of the hub dataset that the stock lm-eval YAML loads. The stock YAML, its
-`process_docs`, prompts, choices, filters and metrics are then used unchanged: the generated task config
-only swaps the data source (`custom_dataset` + `dataset_kwargs`) and blanks splits we do not have.
+Each loader reads the files of one benchmark under `data_dir` (the folder given with --data-dir or
+$WEBLLAMA_DATA_DIR, laid out as the project's shared/data/benchmarks; its SOURCES.md names the files)
+and returns a `datasets.DatasetDict` whose split names and columns are exactly those of the hub dataset
+that the stock lm-eval YAML loads. The stock YAML, its `process_docs`, prompts, choices, filters and
+metrics are then used unchanged: the generated task config only swaps the data source
+(`custom_dataset` + `dataset_kwargs`) and blanks splits we do not have.
 
 lm-eval calls a `custom_dataset` with the task's metadata merged into the keyword arguments, so every
 loader takes `**_meta` and ignores it.
