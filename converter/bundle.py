@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
+from webllama.converter.archs import for_hf
 from webllama.converter.customize import Customization
 from webllama.converter.errors import DiskFull, OutputExists, OutputNotWritable, VerifyFailed
 from webllama.converter.manifest import FORMAT, MANIFEST, SCHEMA_VERSION, list_files, write_json_atomic
@@ -259,6 +260,7 @@ def build_manifest(
     customization: Customization | None = None,
 ) -> dict:
     c = source.model.config
+    arch = for_hf(c, f"{source.name} config")  # the family, and the context it is exact for (archs/*)
     n_params = sum(p.numel() for p in source.model.parameters())
     files = list_files(root)
     sizes = {f["path"]: f["size"] for f in files}
@@ -285,7 +287,7 @@ def build_manifest(
             "revision": source.revision,
             "customization": customization.to_json() if customization and not customization.empty else None,
         },
-        "architecture": "llama",
+        "architecture": arch.name,
         "config": {
             "vocab_size": c.vocab_size,
             "hidden_size": c.hidden_size,
@@ -295,11 +297,11 @@ def build_manifest(
             "num_key_value_heads": c.num_key_value_heads,
             "head_dim": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
             "rope_theta": c.rope_theta,
-            "rope_scaling": c.rope_scaling,
+            "rope_scaling": getattr(c, "rope_scaling", None),  # Mistral configs have none
             "tie_word_embeddings": c.tie_word_embeddings,
             "rms_norm_eps": c.rms_norm_eps,
         },
-        "context_length": c.max_position_embeddings,
+        "context_length": arch.model_config(c).max_seq_len,
         "num_parameters": n_params,
         "tokenizer": {
             "file": "tokenizer.json",

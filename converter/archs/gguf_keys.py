@@ -37,4 +37,7 @@ def common_gguf_config(arch: str, fields: dict[str, Any], tensors: set[str], whe
     elif kind not in NO_SCALING:
         raise UnsupportedArchitecture(f"{where}: GGUF rope scaling {kind!r} is not supported; convert the Hugging Face checkpoint")
     kw["tie_word_embeddings"] = "output.weight" not in tensors
+    # the tokenizer's, not the config class's defaults (Phi3Config pads with id 32000 whatever the vocabulary)
+    for field, key in (("pad_token_id", "padding"), ("bos_token_id", "bos"), ("eos_token_id", "eos")):
+        kw[field] = fields.get(f"tokenizer.ggml.{key}_token_id")
     return kw

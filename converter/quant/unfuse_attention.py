@@ -15,6 +15,7 @@ Per GroupQueryAttention node (num_heads H, kv_num_heads KV, head size D):
     present_k = Concat(past_k, k as (B, KV, S, D), axis=2)          # (B, KV, T, D), T = total length
     q         = q as (B, KV, G, S, D), G = H / KV                 # query head i reads kv head i // G
     probs     = Softmax(q Kᵀ / sqrt(D) + causal bias)              # (B, KV, G, S, T), K broadcast over G
+                (banded when local_window_size W > 0: query i sees keys i-W+1 .. i, GroupQueryAttention's window)
     output    = probs V as (B, S, H*D)
 
 The rewrite assumes what the browser engine always feeds: one unpadded sequence (batch 1, attention_mask all
@@ -60,8 +61,9 @@ def _head_size(model: onnx.ModelProto, past_key: str) -> int:
     raise ValueError(f"{past_key}: the past key input needs a static head size (dim 3) to unfuse attention")
 
 
-def _shared(e: _Emitter, q: str, total_len: str) -> tuple[str, str]:
-    """positions (1, S) int64 and the causal bias (S, T) float32, from the query and the total length."""
+def _shared(e: _Emitter, q: str, total_len: str, window: int) -> tuple[str, str]:
+    """positions (1, S) int64 and the causal bias (S, T) float32, from the query and the total length;
+    window > 0: the band of a sliding window (Mistral, Phi-3), as GroupQueryAttention's local_window_size."""
     p = "/model/wasm_attention"
     s = e.op("Shape", [q], f"{p}/S/Shape", start=1, end=2)  # (1,)
     s0 = e.op("Squeeze", [s], f"{p}/S")  # ()
@@ -79,6 +81,17 @@ def _shared(e: _Emitter, q: str, total_len: str) -> tuple[str, str]:
         ],
         f"{p}/causal/LessOrEqual",
     )  # (S, T): key t visible to query j iff t <= its position
+    if window > 0:  # ... and t > its position - window
+        lower = e.op("Sub", [qpos, e.const(f"{p}/window", window)], f"{p}/window/Sub")
+        recent = e.op(
+            "Greater",
+            [
+                e.op("Unsqueeze", [kpos, e.const(f"{p}/axes0c", [0])], f"{p}/window/kpos/Unsqueeze"),
+                e.op("Unsqueeze", [lower, e.const(f"{p}/axes1b", [1])], f"{p}/window/Unsqueeze"),
+            ],
+            f"{p}/window/Greater",
+        )
+        allowed = e.op("And", [allowed, recent], f"{p}/window/And")
     bias = e.op(
         "Where",
         [allowed, e.const(f"{p}/zero_f", 0.0, np.float32), e.const(f"{p}/neg_f", NEG, np.float32)],
@@ -90,8 +103,8 @@ def _shared(e: _Emitter, q: str, total_len: str) -> tuple[str, str]:
 def _unfuse(node: onnx.NodeProto, e: _Emitter, head: int, shared: tuple[str, str]) -> None:
     a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
     h, kv = int(a["num_heads"]), int(a["kv_num_heads"])
-    if int(a.get("local_window_size", -1)) != -1 or float(a.get("softcap", 0.0)) != 0.0:
-        raise ValueError(f"{node.name}: sliding-window or soft-capped attention is not unfused")
+    if float(a.get("softcap", 0.0)) != 0.0:
+        raise ValueError(f"{node.name}: soft-capped attention is not unfused")
     ins = list(node.input) + [""] * (9 - len(node.input))
     qkv, k, v, past_k, past_v = ins[:5]
     cos, sin = ins[7], ins[8]
@@ -131,6 +144,10 @@ def _unfuse(node: onnx.NodeProto, e: _Emitter, head: int, shared: tuple[str, str
     e.op("Reshape", [ctx, e.const(f"{p}/out_shape", [0, 0, h * head])], node.output[0])
 
 
+def _window(node: onnx.NodeProto) -> int:
+    return int(next((helper.get_attribute_value(x) for x in node.attribute if x.name == "local_window_size"), -1))
+
+
 def unfuse_gqa(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with every GroupQueryAttention replaced by decomposed attention (in place; returned)."""
     gqa = [n for n in model.graph.node if n.op_type == "GroupQueryAttention" and n.domain == MS_DOMAIN]
@@ -138,7 +155,10 @@ def unfuse_gqa(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
     e = _Emitter()
     first = gqa[0]
-    shared = _shared(e, first.input[0], first.input[6])
+    windows = {_window(n) for n in gqa}
+    if len(windows) != 1:
+        raise ValueError(f"layers with different attention windows ({sorted(windows)}) are not unfused")
+    shared = _shared(e, first.input[0], first.input[6], windows.pop())
     prologue = list(e.nodes)
     nodes = []
     for node in model.graph.node:

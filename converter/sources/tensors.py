@@ -96,7 +96,7 @@ class TensorSource:
         import torch
 
         model = self.arch.transformers_class()(self.hf_config).to(torch.float32).eval()
-        state = {k: torch.from_numpy(v) for k, v in self.state_dict().items()}
+        state = {k: torch.tensor(v) for k, v in self.state_dict().items()}  # copies: GGUF/llama2.c arrays are read-only maps
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [m for m in missing if not (self.config.tie_embeddings and m == "lm_head.weight")]
         if missing or unexpected:

@@ -36,11 +36,11 @@ TINY: dict[str, tuple[str, dict]] = {
     "qwen2": ("Qwen2Config", {"tie_word_embeddings": True}),
     "qwen2-untied": ("Qwen2Config", {"tie_word_embeddings": False}),
     "qwen3": ("Qwen3Config", {"head_dim": 32, "tie_word_embeddings": True}),
-    "phi3": ("Phi3Config", {"tie_word_embeddings": False, "sliding_window": 40}),
-    "phi3-longrope": (
+    "phi3": (
         "Phi3Config",
         {
             "tie_word_embeddings": False,
+            "sliding_window": 40,
             "original_max_position_embeddings": 128,
             "rope_scaling": {"type": "longrope", "short_factor": [1.0 + i / 8 for i in range(8)], "long_factor": [4.0] * 8},
         },
@@ -151,7 +151,7 @@ def test_model_configs_carry_every_feature(tmp_path, stories_dir):
     assert q2.qkv_bias and not q2.o_bias and q2.tie_embeddings and not cfg("qwen2-untied").tie_embeddings
     q3 = cfg("qwen3")
     assert q3.qk_norm and q3.head_dim == 32 and not q3.qkv_bias
-    assert cfg("phi3-longrope").max_seq_len == 128  # exact only within the short-factor range
+    assert cfg("phi3").max_seq_len == 128  # longrope: exact only within the short-factor range
 
 
 # ---------------------------------------------------------------- nothing dropped silently
@@ -187,7 +187,7 @@ def test_missing_graph_tensor_is_refused_by_name(tmp_path, stories_dir):
     ("family", "change", "named"),
     [
         ("llama-bias", {"hidden_act": "gelu"}, "hidden_act='gelu'"),
-        ("phi3", {"partial_rotary_factor": 0.75}, "partial_rotary_factor=0.75"),
+        ("phi3", {"partial_rotary_factor": 0.75, "rope_scaling": None}, "partial_rotary_factor=0.75"),
         (
             "qwen2",
             {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1, "layer_types": None},
