@@ -27,6 +27,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--contexts", default="128", help="comma-separated prompt lengths before decoding")
     p.add_argument("--decode", type=int, default=32, help="greedy tokens timed after each prompt")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved repeats of the decode timings (median)")
     p.add_argument("--no-unpack-int4", dest="unpack", action="store_false", help="run the MatMulNBits graph on WASM")
     p.add_argument("--output", type=Path)
     return p.parse_args(argv)
@@ -55,13 +56,20 @@ def measure(a: argparse.Namespace) -> dict:
             time.sleep(1.0)
             empty = rss.sample()
             loads, load_s, load_peak, loaded = _stage(rss, runner.load)
-            decode = {}
-            for length in [int(x) for x in a.contexts.split(",")]:
-                ids = prompt_ids(runner.vocab_size, length, runner.bos_token_id)
-                got = runner.call("([p, n]) => window.benchRuntime.tokens(p, n)", [ids, a.decode + 1])
-                _, _, peak, _ = _stage(rss, lambda ids=ids: runner.decode(ids, a.decode))
-                s = runner.decode(ids, a.decode)
-                decode[str(length)] = {"tokens_per_s": a.decode / s, "peak_above_empty_bytes": peak - empty, "ids": got}
+            lengths = [int(x) for x in a.contexts.split(",")]
+            prompts = {n: prompt_ids(runner.vocab_size, n, runner.bos_token_id) for n in lengths}
+            decode = {str(n): {"samples_s": [], "peak_above_empty_bytes": 0} for n in lengths}
+            for n in lengths:
+                decode[str(n)]["ids"] = runner.call("([p, k]) => window.benchRuntime.tokens(p, k)", [prompts[n], a.decode + 1])
+            for _ in range(a.rounds):  # interleaved: each round times every context once
+                for n in lengths:
+                    js = "([p, k]) => window.benchRuntime.decodeOnly(p, k)"
+                    s, _, peak, _ = _stage(rss, lambda n=n, js=js: runner.call(js, [prompts[n], a.decode]))
+                    d = decode[str(n)]
+                    d["samples_s"].append(s)
+                    d["peak_above_empty_bytes"] = max(d["peak_above_empty_bytes"], peak - empty)
+            for d in decode.values():
+                d["tokens_per_s"] = a.decode / sorted(d["samples_s"])[len(d["samples_s"]) // 2]
             info = runner.info()
     finally:
         runner.close()

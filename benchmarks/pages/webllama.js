@@ -49,6 +49,17 @@ window.benchRuntime = {
     const first = await generate(ids, 1);
     return Math.max(1e-9, all - first);
   },
+  /**
+   * Seconds for n decode steps after a prompt, prefill excluded: the prompt is prefilled by a 1-token generation,
+   * then the next call reuses the whole cached prompt and feeds one token per step (no prefill noise).
+   * @param {number[]} ids @param {number} n
+   */
+  async decodeOnly(ids, n) {
+    await engine.resetChat();
+    const first = await engine.generateTokens(ids, { max_tokens: 1, ignore_eos: true });
+    const r = await seconds(() => engine.generateTokens(ids.concat(first), { max_tokens: n, ignore_eos: true }));
+    return r.s;
+  },
   /** Greedy ids after a prompt, from an empty KV cache. @param {number[]} ids @param {number} n */
   async tokens(ids, n) {
     await engine.resetChat();

@@ -101,7 +101,7 @@ export class Engine {
       adapter: l.adapter, adapter_probe: l.adapterProbe, fallback_reason: l.fallbackReason,
       context_length: l.manifest.context_length, vocab_size: l.manifest.config.vocab_size,
       bos_token_id: l.tokenizer.bosId, eos_token_ids: l.tokenizer.eosIds, add_bos_token: l.tokenizer.addBos,
-      has_chat_template: !l.template.isFallback, load_s: l.loadS, from_cache: l.fromCache,
+      has_chat_template: !l.template.isFallback, load_s: l.loadS, from_cache: l.fromCache, weights_streamed: l.weightsStreamed,
       num_threads: l.session.ort.env.wasm.numThreads, cross_origin_isolated: this.deps.crossOriginIsolated,
       ort_version: l.session.ort.env.versions && l.session.ort.env.versions.web,
     };

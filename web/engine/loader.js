@@ -4,6 +4,7 @@
 import { BundleNotFoundError, OutOfMemoryError, SessionError, StorageQuotaError, WebllamaError } from './errors.js';
 import { headDim, parseManifest, pickVariant, variantFiles, variantGraph } from './manifest.js';
 import { createSession, probeAdapter } from './session.js';
+import { BlobFile } from './cache.js';
 
 /**
  * @typedef {import('./manifest.js').Manifest} Manifest
@@ -213,7 +214,10 @@ export async function loadBundle(deps, bundleUrl, options, hooks) {
     session = await openSession(deps, manifest, choice.variant, 'wasm', fetched.files, unpack);
   }
   if (session.provider === 'unknown') throw new WebllamaError('onnxruntime-web logged no node placement; cannot tell which execution provider runs the model');
-  return { base, manifest, choice, session, files: fetched.files, adapter: choice.provider === 'webgpu' ? probe.info : null,
+  // weightsStreamed: every weight shard reached onnxruntime-web as a cache-backed BlobFile (no whole JS copy)
+  const shards = variantGraph(manifest, choice.variant, session.requested, unpack).externalData;
+  const weightsStreamed = shards.length > 0 && shards.every((p) => fetched.files.get(p) instanceof BlobFile);
+  return { base, manifest, choice, session, files: fetched.files, weightsStreamed, adapter: choice.provider === 'webgpu' ? probe.info : null,
     adapterProbe: probe.info, fallbackReason, fromCache: fetched.fromCache, loadS: (deps.now() - t0) / 1000 };
 }
 

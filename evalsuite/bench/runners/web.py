@@ -13,6 +13,15 @@ from webllama.evalsuite.bench.schema import BenchError
 # The eval backend's Chromium flags (one list for the whole suite), plus eager memory measurement.
 BASE_ARGS = [*EVAL_BASE_ARGS, "--enable-blink-features=ForceEagerMeasureMemory"]
 WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
+# A real GPU (benchmarks/gpu_webgpu.sh): headless Chromium on Linux reaches it only through Vulkan, and blocks
+# most server GPUs by default. Set WEBLLAMA_CHROMIUM_GPU=1 to add these.
+REAL_GPU_ARGS = ["--enable-features=Vulkan,WebGPU", "--use-vulkan=native", "--use-angle=vulkan", "--ignore-gpu-blocklist"]
+
+
+def webgpu_args() -> list[str]:
+    import os
+
+    return WEBGPU_ARGS + (REAL_GPU_ARGS if os.environ.get("WEBLLAMA_CHROMIUM_GPU") == "1" else [])
 
 
 class PageRunner:
@@ -32,7 +41,7 @@ class PageRunner:
         if not Path(self.req.chromium).exists():
             raise BenchError(f"Chromium not found at {self.req.chromium}; apt-get install chromium (never `playwright install`)")
         self._pw = sync_playwright().start()
-        args = BASE_ARGS + (WEBGPU_ARGS if self.req.device == "webgpu" else [])
+        args = BASE_ARGS + (webgpu_args() if self.req.device == "webgpu" else [])
         self._browser = self._pw.chromium.launch(executable_path=self.req.chromium, headless=True, args=args)
         self.page = self._browser.new_context().new_page()
         self.page.set_default_timeout(self.req.timeout_s * 1000)
