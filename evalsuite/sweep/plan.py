@@ -172,9 +172,10 @@ def _resources(spec: SweepSpec, target: Target, threads: int) -> dict:
 
 def eval_jobs(spec: SweepSpec, target: Target, tasks: dict[str, list[Leaf]]) -> list[Job]:
     rt, settings, out = RUNTIMES.get(target.runtime), eval_settings(spec), []
+    size = next(r.shard_size for r in spec.runtimes if r.name == target.runtime) or spec.shard_size
     for leaves in tasks.values():
         for leaf in leaves:
-            parts = shards(leaf, spec.shard_size)
+            parts = shards(leaf, size)
             for i, ids in enumerate(parts, 1):
                 params = {
                     "model": target.path,

@@ -4,14 +4,14 @@
     limit = 200                         # items per task; omit for whole tasks
     shard_size = 100                    # items per eval job (a task's items are split across workers)
     data_dir = "../shared/data/benchmarks"   # relative paths are relative to the spec file
-    runtimes = ["native", "onnx", "browser-wasm"]   # or [[runtimes]] tables: name, variants, gpus
+    runtimes = ["native", "onnx", "browser-wasm"]   # or [[runtimes]] tables: name, variants, gpus, shard_size
     threads = 1                         # CPU threads per job (its Ray num_cpus)
 
     [[models]]
     name = "stories260K"
     source = "../shared/data/models/stories260K"    # HF dir, hub id, .gguf, llama2.c
     variants = ["fp32", "q4"]           # the default recipe
-    [models.recipes.head8]              # more recipes: QuantSpec fields (+ variants, graph); one bundle each
+    [models.recipes.head8]              # more recipes: `webllama convert` quantization options (+ variants, graph)
     variants = ["q4"]
     lm_head_bits = 8
 
@@ -25,7 +25,6 @@ the file, before a cluster is started or a file is written.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import tomllib
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ TOP_KEYS = {
     "bench": dict,
 }
 MODEL_KEYS = {"name": str, "source": str, "revision": str, "variants": list, "recipes": dict, "graph": str}
-RUNTIME_KEYS = {"name": str, "variants": list, "gpus": (int, float)}
+RUNTIME_KEYS = {"name": str, "variants": list, "gpus": (int, float), "shard_size": int}
 BENCH_KEYS = {
     "runs": int,
     "load_runs": int,
@@ -97,6 +96,7 @@ class RuntimeSpec:
     name: str  # one of RUNTIME_NAMES
     variants: tuple[str, ...] | None = None  # None: every variant of every recipe
     gpus: float = 0.0  # Ray num_gpus per job (WebGPU on a real GPU)
+    shard_size: int | None = None  # items per eval job on this runtime (a browser job pays a Chromium start)
 
 
 @dataclass(frozen=True)
@@ -218,13 +218,14 @@ def _source(text: str, base: Path, where: str, name: str) -> str:
 
 
 def _recipe(name: str, table: Any, where: str, prefix: str, graph: str) -> Recipe:
-    from webllama.converter.quant.int4 import QuantSpec
+    from webllama.converter.quant.policy import OPTIONS, from_options
 
-    fields = {f.name: object for f in dataclasses.fields(QuantSpec)}
+    # A recipe table holds `webllama convert`'s quantization options (quant = a preset, then per-setting changes)
+    fields = {name: object for name in OPTIONS}
     _check_keys(table, {"variants": list, "graph": str, **fields}, where, prefix)
     quant = {k: v for k, v in table.items() if k in fields}
     try:
-        QuantSpec(**quant).validate()
+        from_options(**quant).validate()
     except (TypeError, WebllamaError) as e:  # the converter's own one-line reason
         raise SpecError(f"{where}: recipe {prefix.rstrip('.')}: {e}") from None
     variants = tuple(_variants(table.get("variants", ["q4"]), where, prefix + "variants"))
@@ -252,7 +253,7 @@ def _runtime(r: Any, where: str, i: int) -> RuntimeSpec:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise SpecError(f"{where}: unknown runtime {name!r}{hint}; choose from {', '.join(RUNTIME_NAMES)}")
     variants = tuple(_variants(table["variants"], where, f"runtimes[{i}].variants")) if "variants" in table else None
-    return RuntimeSpec(name, variants, float(table.get("gpus", 0)))
+    return RuntimeSpec(name, variants, float(table.get("gpus", 0)), _positive(table, "shard_size", where))
 
 
 def _bench(table: Any, where: str, runtimes: tuple[RuntimeSpec, ...]) -> BenchSpec:
