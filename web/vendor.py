@@ -54,7 +54,7 @@ def ensure_node_modules(web_dir: Path = WEB_DIR) -> Path:
         npm = shutil.which("npm")
         if npm is None:
             raise VendorMissing(f"{node_modules} is missing and npm is not installed: install Node.js + npm, then build again")
-        subprocess.run([npm, "ci", "--omit=dev", "--no-audit", "--no-fund"], cwd=web_dir, check=True)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=web_dir, check=True)
     return node_modules
 
 

@@ -180,7 +180,7 @@ export class BlobFile extends Uint8Array {
 
   get length() { return this.blob.size; }
 
-  /** @param {number} [begin] @param {number} [end] @returns {Uint8Array} */
+  /** @param {number} [begin] @param {number} [end] @returns {Uint8Array<ArrayBuffer>} */
   subarray(begin = 0, end = this.blob.size) {
     return new Uint8Array(new FileReaderSync().readAsArrayBuffer(this.blob.slice(begin, end)));
   }

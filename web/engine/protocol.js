@@ -45,9 +45,20 @@ export const Method = Object.freeze({
  * @property {string} requested_provider  webgpu | wasm
  * @property {string} execution_provider  the EP that really runs the heavy nodes (from ORT's placement log)
  * @property {Record<string, number>} placement  EP name -> node count, from the verbose log
+ * @property {Record<string, string[]>} placement_ops  EP name -> the op types placed there
  * @property {string[]} placement_log   the raw placement lines
  * @property {{vendor: string, architecture: string, description: string, features: string[]}|null} adapter
  * @property {string|null} fallback_reason  why WebGPU was not used, if it was not
+ * @property {{vendor: string, architecture: string, description: string, features: string[]}|null} adapter_probe  the adapter found, used or not
+ * @property {number} vocab_size
+ * @property {number|null} bos_token_id
+ * @property {number[]} eos_token_ids
+ * @property {boolean} add_bos_token
+ * @property {boolean} has_chat_template
+ * @property {boolean} weights_streamed  every weight shard reached onnxruntime-web as a cache-backed BlobFile
+ * @property {number} num_threads     onnxruntime-web's WASM threads
+ * @property {boolean} cross_origin_isolated
+ * @property {string} [ort_version]   onnxruntime-web's version
  * @property {number} context_length
  * @property {number} load_s
  * @property {boolean} from_cache       every file came from the Cache API

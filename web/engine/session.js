@@ -131,7 +131,7 @@ export async function probeAdapter(gpu) {
 
 export class Session {
   /**
-   * @param {any} ort @param {any} session an ort.InferenceSession @param {string} requested
+   * @param {any} ort @param {any} session an ort.InferenceSession @param {'webgpu'|'wasm'} requested
    * @param {Placement} placement @param {string} [graphFile] the bundle's graph file this session runs
    */
   constructor(ort, session, requested, placement, graphFile = '') {
