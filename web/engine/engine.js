@@ -333,6 +333,7 @@ export class Engine {
       if (stopped) { finish = 'stop'; break; }
       if (ctx.signal && ctx.signal.aborted) { finish = 'abort'; break; }
     }
+    if (finish === 'length' && ctx.signal && ctx.signal.aborted) finish = 'abort'; // steps() saw it first
     const tail = matcher.stopped ? '' : matcher.push(detok.flush()).emit + matcher.flush();
     if (tail) yield makeChunk(meta, { content: tail });
     yield makeChunk(meta, {}, finish);
