@@ -1,7 +1,7 @@
 """The wheel works anywhere: built from the checkout (setup.py vendors the npm files the page loads),
 installed into a fresh virtual environment, then run from an unrelated folder: `webllama convert`,
-`webllama demo` (convert, eval native / onnx / browser, leaderboard) and `webllama serve`, whose chat page
-loads and answers in Chromium with nothing but the installed package.
+`webllama demo` (convert, eval native / onnx / browser, leaderboard), `webllama site` and `webllama serve`,
+whose chat page loads and answers in Chromium with nothing but the installed package.
 
 The venv gets the wheel with --no-deps; its dependencies come from the environment running the tests
 through a .pth line (site-packages as a plain path: its own .pth files, among them the editable install's
@@ -140,6 +140,8 @@ def test_convert_then_serve_answers_in_chromium(venv, elsewhere, stories_dir, de
     from webllama.evalsuite.backends.browser import BASE_ARGS
 
     run(venv, elsewhere, "convert", str(stories_dir), "s260", "--variant", "q4", "--no-verify")  # demo verified its own
+    run(venv, elsewhere, "site", "s260", "--out", "site")  # the static site copies the vendored files too
+    assert (elsewhere / "site" / "vendor" / "ort" / "ort-wasm-simd-threaded.wasm").is_file()
     port = _free_port()
     cmd = [str(venv / "bin" / "webllama"), "serve", "s260", "--port", str(port), "--leaderboard", str(demo / "leaderboard")]
     proc = subprocess.Popen(cmd, cwd=elsewhere, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
