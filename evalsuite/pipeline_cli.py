@@ -22,10 +22,24 @@ DEMO_VARIANTS = "q4,fp32"
 # ------------------------------------------------------------------------------------------ leaderboard
 
 
+def check_board_out(out: Path) -> None:
+    """--out may be new, empty, or a leaderboard written before (it holds leaderboard.json): its index.html
+    and friends are rewritten, so a folder of the user's own files is refused."""
+    from webllama.evalsuite.errors import EvalError
+
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise EvalError(f"--out {out} is a file, not a folder; pick another --out")
+    if any(out.iterdir()) and not (out / "leaderboard.json").is_file():
+        raise EvalError(f"--out {out} has files but no leaderboard.json: not a leaderboard, not ours to overwrite: use another --out")
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from webllama.evalsuite.leaderboard import collect
     from webllama.evalsuite.leaderboard_html import write_leaderboard
 
+    check_board_out(Path(args.out))
     rows = collect(args.results)
     files = write_leaderboard(rows, Path(args.out))
     print(Path(args.out, "leaderboard.md").read_text())

@@ -333,6 +333,12 @@ def c_leaderboard_empty_results(w, i):
     return ["leaderboard", str(_run_folder(w, "{}")), "--out", str(w / "board")], w, None
 
 
+def c_leaderboard_out_user_folder(w, i):
+    (w / "board").mkdir()
+    (w / "board" / "index.html").write_text("my own page")
+    return ["leaderboard", str(_run_folder_b(w)), "--out", str(w / "board")], w, None
+
+
 def _run_folder_b(w: Path) -> Path:
     (w / "run-b").mkdir()
     (w / "run-b" / "results.json").write_text(json.dumps({"results": {"arc_easy": {"acc,none": 0.5}}}))
@@ -416,6 +422,7 @@ CASES = [
     Case("compare: corrupt results.json", c_compare_corrupt_results, ("results.json",)),
     Case("compare: empty results.json", c_compare_empty_results, ("results.json",)),
     Case("leaderboard: results.json holding {}", c_leaderboard_empty_results, ("no scores",)),
+    Case("leaderboard --out a folder of the user's files", c_leaderboard_out_user_folder, ("leaderboard.json",)),
     Case("serve --port -1", c_serve_port_negative, ("65535",)),
     Case("serve --port 99999", c_serve_port_too_big, ("65535",)),
     Case("serve: manifest path with ../", c_serve_manifest_dotdot, ("../../etc/passwd",)),
