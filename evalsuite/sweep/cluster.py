@@ -52,6 +52,7 @@ def cluster(opts: ClusterOptions) -> Iterator[ClusterInfo]:
     else:
         cpus = opts.cpus or os.cpu_count() or 1
         ctx = ray.init(
+            address="local",  # a new cluster, even where `ray start` left one running (ray.init would join it)
             num_cpus=cpus,
             resources={CHROMIUM: float(opts.browsers or cpus)},
             include_dashboard=opts.dashboard,

