@@ -102,7 +102,7 @@ def ensure_q4_0(source_gguf: Path, out: Path) -> Path:
 def ensure_bundle(source_gguf: Path, dest: Path, graph: str, embedding: bool = True, accuracy_level: int | None = None) -> Path:
     """Convert SOURCE_GGUF to a q4 bundle at DEST unless one is there (no verification: this is benchmark input)."""
     from webllama.converter import ConvertOptions, convert
-    from webllama.converter.quant.int4 import QuantSpec
+    from webllama.converter.quant.policy import from_options
     from webllama.converter.variants import parse_variants
 
     if not (dest / "manifest.json").exists():
@@ -111,7 +111,7 @@ def ensure_bundle(source_gguf: Path, dest: Path, graph: str, embedding: bool = T
             dest,
             ConvertOptions(
                 variants=parse_variants("q4"),
-                quant=QuantSpec(embedding=embedding, accuracy_level=accuracy_level),
+                quant=from_options(float_embedding=not embedding, accuracy_level=accuracy_level),
                 graph=graph,
                 verify=False,
                 force=True,

@@ -68,6 +68,10 @@ class GraphBuilder:
         self._values: set[str] = set()  # every tensor name defined so far (inputs, initializers, node outputs)
         self._consts: dict[tuple, str] = {}
 
+    @property
+    def defined(self) -> frozenset[str]:
+        return frozenset(self._values)
+
     def _define(self, name: str) -> None:
         if name in self._values:
             raise ValueError(f"tensor {name!r} is defined twice in the fused graph")
@@ -104,6 +108,19 @@ class GraphBuilder:
             for k, v in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
                 entry = t.external_data.add()
                 entry.key, entry.value = k, v
+        self.initializers.append(t)
+        return name
+
+    def alias(self, name: str, of: str, dtype: int, shape: list[int]) -> str:
+        """Another tensor header (name, type, shape) over the bytes of initializer `of`: the bytes are stored once,
+        and each session reads them into its own tensor (e.g. a tied matrix read as uint4 codes and as MatMulNBits' B)."""
+        src = next(t for t in self.initializers if t.name == of)
+        self._define(name)
+        t = TensorProto()
+        t.CopyFrom(src)
+        t.name, t.data_type = name, dtype
+        del t.dims[:]
+        t.dims.extend(shape)
         self.initializers.append(t)
         return name
 

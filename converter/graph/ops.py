@@ -1,8 +1,8 @@
 """Op helpers of the fused graph: each takes input names (and weights), returns output names.
 
 Node names are hierarchical (`/model/layers.3/attn/GroupQueryAttention`) and every weight is named
-after the node that reads it. Weights are float (out, in) numpy arrays as torch stores them, or a
-ready `NBits`; `Precision` says what a float weight becomes (float MatMul, or MatMulNBits).
+after the node that reads it. Weights are float (out, in) numpy arrays as torch stores them (a float MatMul), or a
+ready `NBits` from the quantization pass (MatMulNBits): the op helpers never quantize.
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto
 from webllama.converter.graph.builder import MS_DOMAIN, GraphBuilder
-from webllama.converter.graph.quantize import NBits, quantize_gather, quantize_matmul
+from webllama.converter.graph.quantize import NBits
 
 
 @dataclass(frozen=True)
 class Precision:
+    """What the graph computes in; which weights are int4 and how is the quantization pass's business
+    (converter/quant/calibrate.py: weights arrive here float or as ready NBits)."""
+
     dtype: type  # np.float32 | np.float16: activations, float weights, scales, KV cache
-    int4: bool  # MatMul weights -> MatMulNBits (4 bits), embedding -> GatherBlockQuantized
-    block_size: int = 32
-    symmetric: bool = True
+    int4: bool  # an int4 variant: NBits weights become MatMulNBits, the embedding may be GatherBlockQuantized
     accuracy_level: int | None = None
-    lm_head_bits: int = 4  # in int4 graphs: 8, 4, or 0 (float)
-    lm_head_block_size: int = 16
-    lm_head_symmetric: bool = False
-    embedding_int4: bool = True
 
     @property
     def onnx_type(self) -> int:
@@ -33,10 +30,6 @@ class Precision:
 
 
 # ---------------------------------------------------------------- weights -> MatMul / MatMulNBits
-
-
-def to_nbits(w_out_in: np.ndarray, p: Precision, bits: int) -> NBits:
-    return quantize_matmul(w_out_in.astype(p.dtype).T, bits, p.block_size, p.symmetric)
 
 
 def concat_nbits(parts: list[NBits]) -> NBits:
@@ -53,13 +46,23 @@ def concat_nbits(parts: list[NBits]) -> NBits:
     )
 
 
-def matmul_nbits(g: GraphBuilder, x: str, w: NBits, p: Precision, name: str, output: str | None = None) -> str:
-    inputs = [x, g.initializer(f"{name}.weight_Q{w.bits}", w.packed), g.initializer(f"{name}.scales", w.scales.astype(p.dtype))]
+def write_nbits(g: GraphBuilder, w: NBits, p: Precision, name: str) -> tuple[str, ...]:
+    """MatMulNBits' weight initializers of node `name`: B, scales[, zero points]."""
+    inputs = [g.initializer(f"{name}.weight_Q{w.bits}", w.packed), g.initializer(f"{name}.scales", w.scales.astype(p.dtype))]
     if w.zero_points is not None:
         inputs.append(g.initializer(f"{name}.zero_points", w.zero_points))
+    return tuple(inputs)
+
+
+def matmul_nbits(g: GraphBuilder, x: str, w: NBits, p: Precision, name: str, output: str | None = None, written: bool = False) -> str:
+    """written: the weights were already added by `write_nbits(g, w, p, name)` (a tied table shares them)."""
+    if written:
+        weights = [f"{name}.weight_Q{w.bits}", f"{name}.scales"] + ([f"{name}.zero_points"] if w.zero_points is not None else [])
+    else:
+        weights = list(write_nbits(g, w, p, name))
     return g.op(
         "MatMulNBits",
-        inputs,
+        [x, *weights],
         f"{name}/MatMulNBits",
         MS_DOMAIN,
         K=w.k,
@@ -71,10 +74,8 @@ def matmul_nbits(g: GraphBuilder, x: str, w: NBits, p: Precision, name: str, out
     )
 
 
-def linear(g: GraphBuilder, x: str, w: np.ndarray | NBits, p: Precision, name: str, bits: int = 4, output: str | None = None) -> str:
-    """x @ W^T. A float weight becomes MatMulNBits (int4 graphs, bits > 0) or a float MatMul."""
-    if isinstance(w, np.ndarray) and p.int4 and bits:
-        w = to_nbits(w, p, bits)
+def linear(g: GraphBuilder, x: str, w: np.ndarray | NBits, p: Precision, name: str, output: str | None = None) -> str:
+    """x @ W^T: MatMulNBits for a quantized weight, a float MatMul for a float (out, in) one. Never quantizes."""
     if isinstance(w, NBits):
         return matmul_nbits(g, x, w, p, name, output)
     wt = g.initializer(f"{name}.weight", np.ascontiguousarray(w.T.astype(p.dtype)))  # (in, out)
@@ -85,25 +86,50 @@ def linear(g: GraphBuilder, x: str, w: np.ndarray | NBits, p: Precision, name: s
 
 
 def embedding(g: GraphBuilder, table: np.ndarray, ids: str, p: Precision, name: str) -> str:
-    """table: (vocab, dim). int4 graphs: GatherBlockQuantized (int4 along dim), else Gather."""
-    table = table.astype(p.dtype)
-    if p.int4 and p.embedding_int4:
-        q, scales, zp = quantize_gather(table, p.block_size, p.symmetric)
-        qtype = TensorProto.INT4 if p.symmetric else TensorProto.UINT4
-        inputs = [g.initializer(f"{name}.weight_Q4", q, dtype=qtype, shape=table.shape), ids, g.initializer(f"{name}.scales", scales)]
-        if zp is not None:
-            inputs.append(g.initializer(f"{name}.zero_points", zp, dtype=qtype, shape=scales.shape))
-        return g.op(
-            "GatherBlockQuantized",
-            inputs,
-            f"{name}/GatherBlockQuantized",
-            MS_DOMAIN,
-            gather_axis=0,
-            quantize_axis=1,
-            block_size=p.block_size,
-            bits=4,
-        )
-    return g.op("Gather", [g.initializer(f"{name}.weight", table), ids], f"{name}/Gather", axis=0)
+    """A float (vocab, dim) table: Gather."""
+    return g.op("Gather", [g.initializer(f"{name}.weight", table.astype(p.dtype)), ids], f"{name}/Gather", axis=0)
+
+
+def embedding_nbits(g: GraphBuilder, w: NBits, ids: str, p: Precision, name: str, shared_with: str | None = None) -> str:
+    """A quantized (vocab, dim) table: GatherBlockQuantized over uint4 codes (vocab, dim) blocked along dim.
+
+    MatMulNBits' packed B of the tied output projection holds the same codes in the same order (row n, two per
+    byte, low nibble first) whenever dim is a whole number of blocks, so with `shared_with` (the head's node name,
+    whose weights were written as `{shared_with}.weight_Q4` / `.scales` / `.zero_points`) the lookup reads those
+    bytes: the tied matrix is stored once. Symmetric codes get an explicit zero point of 8 (MatMulNBits' default).
+    """
+    n, nb = w.scales.shape
+    if w.bits != 4 or w.k != nb * w.block_size:
+        raise ValueError(f"{name}: GatherBlockQuantized needs 4-bit codes over whole blocks (bits={w.bits}, K={w.k})")
+    shape, zp_shape = [n, w.k], [n, nb]
+    if shared_with is None:
+        data = g.initializer(f"{name}.weight_Q4", w.packed, dtype=TensorProto.UINT4, shape=shape)
+        scales = g.initializer(f"{name}.scales", w.scales.astype(p.dtype))
+    else:
+        data = g.alias(f"{name}.weight_Q4", f"{shared_with}.weight_Q4", TensorProto.UINT4, shape)
+        scales = f"{shared_with}.scales"
+    if w.zero_points is not None and shared_with is not None and nb % 2 == 0:
+        zp = g.alias(f"{name}.zero_points", f"{shared_with}.zero_points", TensorProto.UINT4, zp_shape)
+    else:  # odd n_blocks: MatMulNBits pads each row's zero points, ONNX uint4 does not; re-pack (small)
+        z = np.full((n, nb), 8, np.uint8) if w.zero_points is None else unpack_zero_points(w.zero_points, nb)
+        flat = z.reshape(-1)
+        flat = np.append(flat, np.uint8(0)) if flat.size % 2 else flat
+        zp = g.initializer(f"{name}.zero_points", flat[0::2] | (flat[1::2] << 4), dtype=TensorProto.UINT4, shape=zp_shape)
+    return g.op(
+        "GatherBlockQuantized",
+        [data, ids, scales, zp],
+        f"{name}/GatherBlockQuantized",
+        MS_DOMAIN,
+        gather_axis=0,
+        quantize_axis=1,
+        block_size=w.block_size,
+        bits=4,
+    )
+
+
+def unpack_zero_points(zp: np.ndarray, nb: int) -> np.ndarray:
+    """MatMulNBits' packed 4-bit zero points (N, ceil(nb/2)) -> (N, nb) values."""
+    return np.stack([zp & 0x0F, zp >> 4], axis=-1).reshape(zp.shape[0], -1)[:, :nb].astype(np.uint8)
 
 
 def rms_norm(g: GraphBuilder, x: str, weight: np.ndarray, eps: float, p: Precision, name: str) -> str:
@@ -151,8 +177,9 @@ def gqa_attention(
     n_heads: int,
     n_kv_heads: int,
     name: str,
+    window: int = -1,
 ) -> str:
-    """GroupQueryAttention with the KV cache in (past) and out (present).
+    """GroupQueryAttention with the KV cache in (past) and out (present); window: local_window_size (-1: none).
 
     qkv: packed QKV (rotary inside GQA), or separate (q, k, v) names when rotary runs before it as
     com.microsoft RotaryEmbedding (heads GQA cannot rotate).
@@ -175,19 +202,21 @@ def gqa_attention(
         kv_num_heads=n_kv_heads,
         do_rotary=rotary,
         rotary_interleaved=0,
-        local_window_size=-1,
+        local_window_size=window,
     )
     return out[0]
 
 
 def swiglu_mlp(g: GraphBuilder, x: str, w: dict, p: Precision, name: str) -> str:
-    """down(silu(gate(x)) * up(x)); silu as x * Sigmoid(x)."""
-    gate = linear(g, x, w["gate"], p, f"{name}/gate_proj")
-    up = linear(g, x, w["up"], p, f"{name}/up_proj")
+    """down(silu(gate(x)) * up(x)); silu as x * Sigmoid(x). w["gate_bias"] etc.: the family's MLP biases."""
+    from webllama.converter.graph.family_ops import add_bias
+
+    gate = add_bias(g, linear(g, x, w["gate"], p, f"{name}/gate_proj"), w.get("gate_bias"), p.dtype, f"{name}/gate_proj")
+    up = add_bias(g, linear(g, x, w["up"], p, f"{name}/up_proj"), w.get("up_bias"), p.dtype, f"{name}/up_proj")
     sig = g.op("Sigmoid", [gate], f"{name}/act_fn/Sigmoid")
     act = g.op("Mul", [gate, sig], f"{name}/act_fn/Mul")
     prod = g.op("Mul", [act, up], f"{name}/Mul")
-    return linear(g, prod, w["down"], p, f"{name}/down_proj")
+    return add_bias(g, linear(g, prod, w["down"], p, f"{name}/down_proj"), w.get("down_bias"), p.dtype, f"{name}/down_proj")
 
 
 # ---------------------------------------------------------------- attention mask -> GQA inputs, padding

@@ -66,3 +66,50 @@ def q4_0_to_nbits(blocks: np.ndarray, n: int, k: int) -> NBits:
     q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1)  # (N, k_blocks, 32) in element order
     packed = (q[:, :, 0::2] | (q[:, :, 1::2] << 4)).astype(np.uint8)
     return NBits(np.ascontiguousarray(packed), d, None, k, n, 4, 32)
+
+
+def unpack_nbits(w: NBits):
+    """NBits (packed bytes) -> methods.Blocks (one code per element): the inverse of `pack_blocks`."""
+    from webllama.converter.quant.methods import Blocks
+
+    n, nb = w.scales.shape
+    if w.bits == 8:
+        codes = w.packed.reshape(n, nb * w.block_size)
+        zp = None if w.zero_points is None else w.zero_points[:, :nb]
+    else:
+        codes = np.stack([w.packed & 0x0F, w.packed >> 4], axis=-1).reshape(n, nb * w.block_size)
+        zp = None
+        if w.zero_points is not None:
+            zp = np.stack([w.zero_points & 0x0F, w.zero_points >> 4], axis=-1).reshape(n, -1)[:, :nb]
+    return Blocks(
+        codes.astype(np.uint8), w.scales.astype(np.float32), None if zp is None else zp.astype(np.uint8), w.k, w.bits, w.block_size
+    )
+
+
+def pack_blocks(b) -> NBits:
+    """methods.Blocks -> NBits in MatMulNBits' layout: B (N, n_blocks, block*bits/8) uint8, 4-bit codes two per
+    byte (element 2j low nibble, 2j+1 high); zero points (N, ceil(n_blocks*bits/8)) uint8, 4-bit ones packed per row."""
+    n, nb = b.scales.shape
+    codes = b.codes.reshape(n, nb, b.block_size).astype(np.uint8)
+    if b.bits == 8:
+        packed = codes
+        zp = b.zero_points
+    elif b.bits == 4:
+        packed = codes[:, :, 0::2] | (codes[:, :, 1::2] << 4)
+        zp = None
+        if b.zero_points is not None:
+            z = b.zero_points.astype(np.uint8)
+            if nb % 2:
+                z = np.concatenate([z, np.full((n, 1), 8, np.uint8)], axis=1)  # onnxruntime pads with 8
+            zp = z[:, 0::2] | (z[:, 1::2] << 4)
+    else:
+        raise ValueError(f"MatMulNBits packing for {b.bits} bits is not implemented")
+    return NBits(
+        np.ascontiguousarray(packed, dtype=np.uint8),
+        np.ascontiguousarray(b.scales, dtype=np.float32),
+        None if zp is None else np.ascontiguousarray(zp, dtype=np.uint8),
+        b.k,
+        n,
+        b.bits,
+        b.block_size,
+    )

@@ -1,63 +1,24 @@
-"""int4 weight-only quantization with onnxruntime's MatMulNBitsQuantizer (round-to-nearest, blockwise).
+"""The reference export's int4 pass: MatMul -> MatMulNBits and Gather -> GatherBlockQuantized, with the weights the
+quantization pass made (converter/quant/calibrate.py `QuantStore`), so the reference graph and the fused graph of
+one recipe carry the same numbers.
 
-MatMul with a constant weight -> MatMulNBits; the embedding Gather -> GatherBlockQuantized; the output
-projection gets its own block size and zero points (see QuantSpec.lm_head_*). Both have
-WebGPU and WASM kernels. Zero points, when asymmetric, are packed uint8 (what the WebGPU kernels read);
-methods with float zero points (HQQ) are refused for browser variants by `QuantSpec.validate`.
+MatMuls are matched to source weights by the exporter's hierarchical node names (`/model/layers.3/self_attn/q_proj/MatMul`
+-> `model.layers.3.self_attn.q_proj.weight`, `/lm_head/MatMul` -> `lm_head.weight`), the embedding by its Gather
+(`/model/embed_tokens/Gather`). A MatMul the store does not hold stays float.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict, dataclass, replace
+import re
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-from webllama.converter.errors import UnsupportedVariant
+from onnx import TensorProto, helper, numpy_helper
+from webllama.converter.graph.quantize import NBits
+from webllama.converter.quant.policy import BLOCK_SIZES, QuantSpec  # noqa: F401  (QuantSpec: re-exported)
 
-BLOCK_SIZES = (16, 32, 64, 128)
-METHODS = ("rtn",)  # "hqq" has float zero points: no GatherBlockQuantized, not browser-safe
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    method: str = "rtn"
-    bits: int = 4
-    block_size: int = 32
-    symmetric: bool = True
-    accuracy_level: int | None = None  # MatMulNBits compute type on CPU; None = kernel default
-    embedding: bool = True  # Gather -> GatherBlockQuantized (int4)
-    # The output projection decides every token: plain int4 (block 32, symmetric) there costs SmolLM2-135M
-    # 7 points of top-1 agreement (0.69 -> 0.62). Measured alternatives on SmolLM2 (top-1, CPU decode):
-    #   8 bits: 0.69 but onnxruntime's CPU/WASM kernels have no fast 8-bit path (3.3 vs 17 tok/s);
-    #   4 bits, block 16, asymmetric (uint8 zero points): 0.65 at full int4 speed  <- the default;
-    #   float: 0.69, +113 MB. All three run on WebGPU, WASM and CPU.
-    lm_head_bits: int = 4  # 4, 8, or 0 = keep it float
-    lm_head_block_size: int = 16
-    lm_head_symmetric: bool = False
-
-    def validate(self) -> None:
-        if self.block_size not in BLOCK_SIZES:
-            raise UnsupportedVariant(f"--block-size {self.block_size} is not supported; use one of {BLOCK_SIZES}")
-        if self.lm_head_block_size not in BLOCK_SIZES:
-            raise UnsupportedVariant(f"--lm-head-block-size {self.lm_head_block_size} is not supported; use one of {BLOCK_SIZES}")
-        if self.lm_head_bits not in (0, 4, 8):
-            raise UnsupportedVariant(f"--lm-head-bits {self.lm_head_bits} is not supported; use 4, 8 or 0 (float)")
-        if self.method not in METHODS:
-            raise UnsupportedVariant(
-                f"quantization method {self.method!r} cannot run in the browser (float zero points have no "
-                f"WebGPU kernel); use one of {METHODS}"
-            )
-
-    def to_json(self) -> dict:
-        return {
-            **asdict(self),
-            "weight_op": "MatMulNBits",
-            "lm_head_op": "MatMulNBits" if self.lm_head_bits else "MatMul",
-            "embedding_op": "GatherBlockQuantized" if self.embedding else None,
-            "zero_point_dtype": None if self.symmetric else "uint8",
-        }
+MS_DOMAIN = "com.microsoft"
+_NODE = re.compile(r"/(.+)/MatMul(?:_\d+)?")
 
 
 def fold_transposed_weights(model: onnx.ModelProto) -> int:
@@ -104,44 +65,141 @@ def lm_head_node(model: onnx.ModelProto) -> str | None:
     return node.name if node is not None else None
 
 
-def _run_quantizer(model: onnx.ModelProto, spec: QuantSpec, bits: int, ops: tuple[str, ...], exclude: list[str]) -> onnx.ModelProto:
+def weight_name(node_name: str) -> str | None:
+    """The source weight a reference-export MatMul multiplies by, from its node name."""
+    m = _NODE.fullmatch(node_name)
+    return m.group(1).replace("/", ".") + ".weight" if m else None
+
+
+def _nbits_node(node: onnx.NodeProto, w: NBits, dtype: int, accuracy_level: int | None) -> tuple[onnx.NodeProto, list]:
+    base = node.name.rsplit("/", 1)[0]
+    np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+    inits = [
+        numpy_helper.from_array(w.packed, f"{base}.weight_Q{w.bits}"),
+        numpy_helper.from_array(w.scales.astype(np_dtype), f"{base}.scales"),
+    ]
+    if w.zero_points is not None:
+        inits.append(numpy_helper.from_array(w.zero_points, f"{base}.zero_points"))
+    attrs = {"K": w.k, "N": w.n, "bits": w.bits, "block_size": w.block_size}
+    if accuracy_level:
+        attrs["accuracy_level"] = accuracy_level
+    new = helper.make_node(
+        "MatMulNBits",
+        [node.input[0], *(t.name for t in inits)],
+        list(node.output),
+        name=f"{base}/MatMulNBits",
+        domain=MS_DOMAIN,
+        **attrs,
+    )
+    return new, inits
+
+
+def _gather_node(node: onnx.NodeProto, w: NBits, dtype: int) -> tuple[onnx.NodeProto, list]:
+    from webllama.converter.graph.ops import unpack_zero_points
+
+    base = node.name.rsplit("/", 1)[0]
+    n, nb = w.scales.shape
+    np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+    z = np.full((n, nb), 8, np.uint8) if w.zero_points is None else unpack_zero_points(w.zero_points, nb)
+    flat = z.reshape(-1)
+    flat = np.append(flat, np.uint8(0)) if flat.size % 2 else flat
+    data = TensorProto(name=f"{base}.weight_Q4", data_type=TensorProto.UINT4, dims=[n, w.k], raw_data=w.packed.tobytes())
+    zp = TensorProto(
+        name=f"{base}.zero_points", data_type=TensorProto.UINT4, dims=[n, nb], raw_data=(flat[0::2] | (flat[1::2] << 4)).tobytes()
+    )
+    inits = [data, numpy_helper.from_array(w.scales.astype(np_dtype), f"{base}.scales"), zp]
+    new = helper.make_node(
+        "GatherBlockQuantized",
+        [data.name, node.input[1], inits[1].name, zp.name],
+        list(node.output),
+        name=f"{base}/GatherBlockQuantized",
+        domain=MS_DOMAIN,
+        gather_axis=0,
+        quantize_axis=1,
+        block_size=w.block_size,
+        bits=4,
+    )
+    return new, inits
+
+
+def _stored(store, names: list[str] | None) -> NBits | None:
+    """The store's weight for a source tensor; a packed projection's parts joined (same grid) or None."""
+    from webllama.converter.graph.ops import concat_nbits
+
+    parts = [store.get(n) for n in names or []]
+    if not parts or any(p is None for p in parts):
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    if len({(p.bits, p.block_size, p.zero_points is None) for p in parts}) != 1:
+        return None
+    return concat_nbits(parts)
+
+
+def quantize_int4(model: onnx.ModelProto, spec: QuantSpec, store, canonical: dict[str, list[str]]) -> onnx.ModelProto:
+    """Replace the graph's MatMuls (and the embedding Gather) by the store's int4 weights, in place.
+    canonical: HF weight name -> canonical tensors (converter/quant/calibrate.py `hf_names`)."""
+    g = model.graph
+    fold_transposed_weights(model)
+    inits = {t.name: t for t in g.initializer}
+    dtype = next((t.data_type for t in g.initializer if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)), TensorProto.FLOAT)
+    head = lm_head_node(model)
+    used: set[str] = set()
+    for idx, node in enumerate(list(g.node)):
+        name = None
+        if node.op_type == "MatMul" and node.input[1] in inits:
+            name = "lm_head.weight" if node.name == head else weight_name(node.name)
+        elif node.op_type == "Gather" and node.input[0] in inits and "embed_tokens" in node.name:
+            w = store.get("embed") or (store.get("lm_head") if store.embedding_shares_head else None)
+            if w is not None:
+                new, extra = _gather_node(node, w, dtype)
+                g.node[idx].CopyFrom(new)
+                g.initializer.extend(extra)
+                used.add(node.input[0])
+            continue
+        w = _stored(store, canonical.get(name)) if name else None
+        if w is None:
+            continue
+        new, extra = _nbits_node(node, w, dtype, spec.accuracy_level)
+        g.node[idx].CopyFrom(new)
+        g.initializer.extend(extra)
+        used.add(node.input[1])
+    still = {i for n in g.node for i in n.input}
+    for t in [t for t in g.initializer if t.name in used and t.name not in still]:
+        g.initializer.remove(t)
+    opsets = {o.domain: o for o in model.opset_import}
+    if MS_DOMAIN not in opsets:
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    if opsets.get("", None) is not None and opsets[""].version < 21:
+        opsets[""].version = 21  # uint4 tensors (GatherBlockQuantized's data) need opset 21
+    if model.ir_version < 10:
+        model.ir_version = 10
+    return model
+
+
+def ort_quantize(
+    model: onnx.ModelProto, bits: int, block_size: int, symmetric: bool, exclude: list[str] | None = None
+) -> onnx.ModelProto:
+    """onnxruntime's own MatMulNBitsQuantizer (round-to-nearest) over every MatMul with a constant weight: the
+    reference the `rtn` method is byte-identical to, and what tests build plain MatMulNBits graphs with."""
+    import logging
+
     from onnxruntime.quantization import matmul_nbits_quantizer as mnq
 
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
     axes = (("MatMul", 0), ("Gather", 1))
     config = mnq.DefaultWeightOnlyQuantConfig(
-        block_size=spec.block_size,
-        is_symmetric=spec.symmetric,
-        accuracy_level=spec.accuracy_level,
-        op_types_to_quantize=ops,
-        quant_axes=axes,
-        bits=bits,
+        block_size=block_size, is_symmetric=symmetric, op_types_to_quantize=("MatMul",), quant_axes=axes, bits=bits
     )
     q = mnq.MatMulNBitsQuantizer(
         model,
         bits=bits,
-        block_size=spec.block_size,
-        is_symmetric=spec.symmetric,
-        accuracy_level=spec.accuracy_level,
-        nodes_to_exclude=exclude,
-        op_types_to_quantize=ops,
+        block_size=block_size,
+        is_symmetric=symmetric,
+        nodes_to_exclude=exclude or [],
+        op_types_to_quantize=("MatMul",),
         quant_axes=axes,
         algo_config=config,
     )
     q.process()
     return q.model.model
-
-
-def quantize_int4(model: onnx.ModelProto, spec: QuantSpec) -> onnx.ModelProto:
-    spec.validate()
-    # The quantizer logs every node at INFO and warns about the opset bump it makes for int4 types.
-    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
-    fold_transposed_weights(model)
-    head = lm_head_node(model)
-    if head and spec.lm_head_bits:
-        # The head gets its own settings: nodes_to_include only adds to op_types_to_quantize, so the first
-        # pass excludes every other MatMul; the second pass then leaves the (now MatMulNBits) head alone.
-        others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name != head]
-        head_spec = replace(spec, block_size=spec.lm_head_block_size, symmetric=spec.lm_head_symmetric)
-        model = _run_quantizer(model, head_spec, spec.lm_head_bits, ("MatMul",), others)
-    ops = ("MatMul", "Gather") if spec.embedding else ("MatMul",)
-    return _run_quantizer(model, spec, spec.bits, ops, [head] if head else [])

@@ -267,7 +267,8 @@ def test_gguf_q4_0_graph_equals_its_dequantized_float_graph(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
     from webllama.converter.graph.emit import build_graph, precision_for
     from webllama.converter.graph.readers import GGUFTensorReader
-    from webllama.converter.quant.int4 import QuantSpec
+    from webllama.converter.quant.calibrate import quantize_weights
+    from webllama.converter.quant.policy import from_options
     from webllama.converter.variants import VARIANTS
 
     torch.manual_seed(0)
@@ -290,9 +291,11 @@ def test_gguf_q4_0_graph_equals_its_dequantized_float_graph(tmp_path):
     }
     feeds |= {f"past_key_values.{i}.{k}": np.zeros((1, 2, 0, 16), np.float32) for i in range(2) for k in ("key", "value")}
     logits = {}
-    for name, spec in (("fp32", QuantSpec()), ("q4", QuantSpec(lm_head_bits=0, embedding=False))):
+    spec = from_options(quant="rtn", lm_head_bits=0, float_embedding=True)  # Q4_0's own grid: transcoded, not requantized
+    store = quantize_weights(reader, spec, None)
+    for name in ("fp32", "q4"):
         path = tmp_path / f"{name}.onnx"
-        g = build_graph(reader, precision_for(VARIANTS[name], spec), path)
+        g = build_graph(reader, precision_for(VARIANTS[name], spec), path, store=store)
         g.save(path)
         if name == "q4":
             assert sum(n.op_type == "MatMulNBits" for n in g.nodes) == 2 * 5

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from webllama.converter.errors import BundleError
 from webllama.converter.onnx_io import save_sharded
 from webllama.converter.ort_model import OrtModel
-from webllama.converter.quant.int4 import QuantSpec, _run_quantizer
+from webllama.converter.quant.int4 import ort_quantize
 from webllama.converter.quant.unpack import dequantize_nbits, requantize_int8, write_wasm_graph
 
 
@@ -32,7 +32,7 @@ def _quantized_matmul(tmp_path, k: int, n: int, bits: int, block: int, symmetric
         [numpy_helper.from_array(w, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    q = _run_quantizer(model, QuantSpec(block_size=block, symmetric=symmetric), bits, ("MatMul",), [])
+    q = ort_quantize(model, bits, block, symmetric)
     assert [nd.op_type for nd in q.graph.node] == ["MatMulNBits"]
     (tmp_path / "onnx").mkdir()
     save_sharded(q, tmp_path / "onnx" / "model_q4.onnx")  # writes the graph and its weight shard

@@ -1,0 +1,275 @@
+"""Block-wise weight quantization methods, one registry: float (N, K) weight -> integer codes + scales + zero points.
+
+Every method produces the MatMulNBits grid the runtimes read (integer codes 0..2^bits-1 per element, one float
+scale per block of `block_size` inputs, an integer zero point per block when asymmetric, the default 2^(bits-1)
+when symmetric): w ~ scale * (q - zero_point). Integer zero points are what onnxruntime's CPU, WASM
+(DequantizeLinear) and WebGPU kernels accept, so every method's output runs everywhere.
+
+Methods (see `METHODS`):
+- `rtn`: round-to-nearest from the block's range, onnxruntime's own quantizer (`quantize_matmul_{4,8}bits`): the
+  bytes are identical to MatMulNBitsQuantizer's.
+- `search`: per block, the scale (and zero point) that minimize the weighted squared error, searched over a grid
+  of candidate ranges with a least-squares refit of the scale for each candidate (llama.cpp's `make_qx_quants` /
+  `make_qkx2_quants`, with onnxruntime's integer zero points). The weights are the importance matrix (mean
+  squared activation per input channel, `Stats.imatrix`) times sqrt(sigma^2 + w^2) as llama.cpp weighs them;
+  without calibration the importance is 1.
+- `gptq`: GPTQ (Frantar et al. 2022): columns quantized in order with the Hessian H = X^T X of the layer's
+  inputs, each column's rounding error spread over the columns not yet quantized; the grid of each block is
+  chosen by `search` on the error-updated weights when the block is entered.
+Why not onnxruntime's `k_quant` / `gptq` (matmul_nbits_quantizer): both take a whole ONNX model and a
+calibration reader that runs it, which needs the full float model in memory and a second graph; here a
+layer's weights and its calibration statistics are in memory one layer at a time (converter/quant/calibrate.py).
+The numerics are onnxruntime's where they exist (`rtn` calls its C++ quantizer; tests compare `search` and
+`gptq` against it and against RTN on the verify text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from webllama.registry import Registry
+
+
+@dataclass
+class Stats:
+    """Calibration statistics of one weight's input activations.
+
+    hessian: (K, K) float64 sum of x x^T over calibration tokens (GPTQ); imatrix: (K,) mean of x^2 (its diagonal
+    over the token count: llama.cpp's importance matrix); tokens: how many tokens were seen."""
+
+    imatrix: np.ndarray
+    hessian: np.ndarray | None = None
+    tokens: int = 0
+
+
+@dataclass
+class Blocks:
+    """Quantized weight in MatMulNBits' logical layout, before packing.
+
+    codes: (N, n_blocks * block_size) uint8 in 0..2^bits-1 (K padded up to whole blocks with zeros);
+    scales: (N, n_blocks) float32; zero_points: (N, n_blocks) uint8 or None (symmetric: 2^(bits-1))."""
+
+    codes: np.ndarray
+    scales: np.ndarray
+    zero_points: np.ndarray | None
+    k: int
+    bits: int
+    block_size: int
+
+    def dequantize(self) -> np.ndarray:
+        """(N, K) float32: scale * (q - zero_point)."""
+        n, nb = self.scales.shape
+        zp = self.zero_points if self.zero_points is not None else np.full((n, nb), 1 << (self.bits - 1), np.uint8)
+        q = self.codes.reshape(n, nb, self.block_size).astype(np.float32) - zp[:, :, None].astype(np.float32)
+        return (q * self.scales[:, :, None]).reshape(n, -1)[:, : self.k]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    quantize: Callable[..., Blocks]  # (w (N, K) float32, bits, block_size, symmetric, stats | None) -> Blocks
+    needs: str | None  # None | "imatrix" (uses it when given) | "hessian" (requires calibration)
+    description: str
+
+
+METHODS: Registry[Method] = Registry("quantization method")
+
+
+def _blocked(w: np.ndarray, block: int) -> torch.Tensor:
+    """(N, K) -> (N, n_blocks, block) float64, K zero-padded to whole blocks."""
+    n, k = w.shape
+    nb = -(-k // block)
+    t = torch.zeros((n, nb * block), dtype=torch.float64)
+    t[:, :k] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    return t.view(n, nb, block)
+
+
+# ---------------------------------------------------------------- rtn: onnxruntime's quantizer
+
+
+def quantize_rtn(w: np.ndarray, bits: int, block_size: int, symmetric: bool, stats: Stats | None = None) -> Blocks:
+    from webllama.converter.graph.quantize import quantize_matmul, unpack_nbits
+
+    nb = quantize_matmul(np.ascontiguousarray(w.T, dtype=np.float32), bits, block_size, symmetric)
+    return unpack_nbits(nb)
+
+
+# ---------------------------------------------------------------- search: weighted error-minimizing grid
+
+
+def _weights(x: torch.Tensor, importance: torch.Tensor | None) -> torch.Tensor:
+    """llama.cpp's per-element weight: importance * sqrt(sigma^2 + x^2), sigma^2 the block row's mean square."""
+    sigma2 = (x * x).mean(dim=-1, keepdim=True)
+    base = torch.sqrt(sigma2 + x * x)
+    return base if importance is None else base * importance
+
+
+def _fit(x: torch.Tensor, wt: torch.Tensor, lvl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares scale for fixed integer levels l (x ~ s*l) and its weighted error reduction sumlx^2/suml2."""
+    sumlx = (wt * x * lvl).sum(-1)
+    suml2 = (wt * lvl * lvl).sum(-1)
+    ok = suml2 > 0
+    scale = torch.where(ok, sumlx / torch.where(ok, suml2, 1.0), 0.0)
+    gain = torch.where(ok, sumlx * sumlx / torch.where(ok, suml2, 1.0), -1.0)
+    return scale, gain
+
+
+def _search_symmetric(x: torch.Tensor, wt: torch.Tensor, bits: int, steps: int = 9):
+    """x, wt: (..., B). Returns (scale, codes (..., B)) with codes in 0..2^bits-1, zero point 2^(bits-1)."""
+    nmax = 1 << (bits - 1)
+    idx = x.abs().argmax(dim=-1, keepdim=True)
+    amax = torch.gather(x, -1, idx)  # signed value of largest magnitude
+    best_gain = torch.full(x.shape[:-1], -2.0, dtype=x.dtype)
+    best_scale = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    safe = torch.where(amax == 0, 1.0, amax)
+    for i in range(-steps, steps + 1):
+        iscale = -(nmax + 0.1 * i) / safe  # candidate: the extreme value maps near -nmax (onnxruntime's convention)
+        lvl = torch.clamp(torch.round(x * iscale), -nmax, nmax - 1)
+        scale, gain = _fit(x, wt, lvl)
+        better = gain > best_gain
+        best_gain, best_scale = torch.where(better, gain, best_gain), torch.where(better, scale, best_scale)
+    s = best_scale.unsqueeze(-1)
+    lvl = torch.clamp(torch.round(x / torch.where(s == 0, 1.0, s)), -nmax, nmax - 1)
+    lvl = torch.where(s == 0, 0.0, lvl)
+    return best_scale, (lvl + nmax)
+
+
+def _search_asymmetric(x: torch.Tensor, wt: torch.Tensor, bits: int, steps: int = 10):
+    """x ~ s * (q - z), q in 0..qmax and integer z in 0..qmax. Candidate ranges shrink/grow the block's
+    [min(x, 0), max(x, 0)]; for each, z is rounded and s refit by weighted least squares."""
+    qmax = (1 << bits) - 1
+    lo = torch.clamp(x.min(dim=-1).values, max=0.0)
+    hi = torch.clamp(x.max(dim=-1).values, min=0.0)
+    rng = torch.where(hi - lo == 0, 1.0, hi - lo)
+    best_gain = torch.full(x.shape[:-1], -2.0, dtype=x.dtype)
+    best_scale = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    best_z = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    for i in range(-steps, steps + 1):
+        for shift in (0.0, 0.5, -0.5):  # also slide the window: the zero point is rounded
+            s0 = rng / (qmax + 0.1 * i)
+            z = torch.clamp(torch.round(-lo / s0 + shift * 0.5), 0, qmax)
+            q = torch.clamp(torch.round(x / s0.unsqueeze(-1)) + z.unsqueeze(-1), 0, qmax)
+            scale, gain = _fit(x, wt, q - z.unsqueeze(-1))
+            better = gain > best_gain
+            best_gain = torch.where(better, gain, best_gain)
+            best_scale, best_z = torch.where(better, scale, best_scale), torch.where(better, z, best_z)
+    # codes for the chosen (scale, z): round once more with the refit scale
+    s = best_scale.unsqueeze(-1)
+    q = torch.clamp(torch.round(x / torch.where(s == 0, 1.0, s)) + best_z.unsqueeze(-1), 0, qmax)
+    q = torch.where(s == 0, best_z.unsqueeze(-1), q)
+    return best_scale, q, best_z
+
+
+def search_grid(x: torch.Tensor, wt: torch.Tensor, bits: int, symmetric: bool):
+    """(scale, codes, zero_point or None) minimizing sum wt * (x - s (q - z))^2 per row of (..., B)."""
+    if symmetric:
+        scale, q = _search_symmetric(x, wt, bits)
+        return scale, q, None
+    return _search_asymmetric(x, wt, bits)
+
+
+def _to_blocks(scale, codes, zps, k: int, bits: int, block: int) -> Blocks:
+    n = codes.shape[0]
+    return Blocks(
+        codes=codes.reshape(n, -1).to(torch.uint8).numpy(),
+        scales=scale.to(torch.float32).numpy(),
+        zero_points=None if zps is None else zps.to(torch.uint8).numpy(),
+        k=k,
+        bits=bits,
+        block_size=block,
+    )
+
+
+def _importance(stats: Stats | None, k: int, block: int) -> torch.Tensor | None:
+    if stats is None:
+        return None
+    imp = torch.zeros(-(-k // block) * block, dtype=torch.float64)
+    imp[:k] = torch.from_numpy(np.asarray(stats.imatrix, dtype=np.float64))
+    return imp.view(1, -1, block)
+
+
+def quantize_search(w: np.ndarray, bits: int, block_size: int, symmetric: bool, stats: Stats | None = None) -> Blocks:
+    x = _blocked(w, block_size)
+    wt = _weights(x, _importance(stats, w.shape[1], block_size))
+    scale, codes, zps = search_grid(x, wt, bits, symmetric)
+    return _to_blocks(scale, codes, zps, w.shape[1], bits, block_size)
+
+
+# ---------------------------------------------------------------- gptq: Hessian error compensation
+
+
+def _hinv_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of H^-1 (GPTQ's formulation), with dead inputs fixed and percdamp dampening."""
+    h = h.clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    h += torch.eye(h.shape[0], dtype=h.dtype) * damp * torch.mean(torch.diag(h))
+    chol = torch.linalg.cholesky(h)
+    hinv = torch.cholesky_inverse(chol)
+    return torch.linalg.cholesky(hinv, upper=True)
+
+
+def quantize_gptq(
+    w: np.ndarray, bits: int, block_size: int, symmetric: bool, stats: Stats | None = None, damp: float = 0.01
+) -> Blocks:
+    if stats is None or stats.hessian is None:
+        raise ValueError("gptq needs calibration statistics (a Hessian per weight)")
+    n, k = w.shape
+    kp = -(-k // block_size) * block_size
+    W = torch.zeros((n, kp), dtype=torch.float64)
+    W[:, :k] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    H = torch.zeros((kp, kp), dtype=torch.float64)
+    H[:k, :k] = torch.from_numpy(np.asarray(stats.hessian, dtype=np.float64))
+    U = _hinv_cholesky(H, damp)
+    imp = torch.diag(H) / max(stats.tokens, 1)
+    nblk = kp // block_size
+    scales = torch.zeros((n, nblk), dtype=torch.float64)
+    zps = None if symmetric else torch.zeros((n, nblk), dtype=torch.float64)
+    codes = torch.zeros((n, kp), dtype=torch.float64)
+    zdefault = float(1 << (bits - 1))
+    qmax = (1 << bits) - 1
+    for b in range(nblk):  # GPTQ's lazy batch = one quantization block: the grid is fixed when the block is entered
+        i0, i1 = b * block_size, (b + 1) * block_size
+        Wb = W[:, i0:i1].clone()
+        wt = _weights(Wb, imp[i0:i1].unsqueeze(0))
+        s, _, z = search_grid(Wb, wt, bits, symmetric)
+        scales[:, b] = s
+        zz = torch.full_like(s, zdefault) if z is None else z
+        if zps is not None:
+            zps[:, b] = z
+        safe = torch.where(s == 0, 1.0, s)
+        err = torch.zeros_like(Wb)
+        Ub = U[i0:i1, i0:i1]
+        for j in range(block_size):
+            col = Wb[:, j]
+            q = torch.clamp(torch.round(col / safe) + zz, 0, qmax)
+            q = torch.where(s == 0, zz, q)
+            codes[:, i0 + j] = q
+            deq = s * (q - zz)
+            e = (col - deq) / Ub[j, j]
+            Wb[:, j:] -= e.unsqueeze(1) * Ub[j, j:].unsqueeze(0)
+            err[:, j] = e
+        W[:, i1:] -= err @ U[i0:i1, i1:]
+    return _to_blocks(scales, codes, zps, k, bits, block_size)
+
+
+METHODS.add("rtn", Method("rtn", quantize_rtn, None, "round-to-nearest from the block's range (onnxruntime's quantizer)"))
+METHODS.add(
+    "search",
+    Method("search", quantize_search, "imatrix", "weighted error-minimizing scale/zero search per block (llama.cpp make_qx_quants)"),
+)
+METHODS.add("gptq", Method("gptq", quantize_gptq, "hessian", "GPTQ: Hessian error compensation, search grid per block"))
+
+
+def quantize_weight(w: np.ndarray, method: str, bits: int, block_size: int, symmetric: bool, stats: Stats | None = None) -> Blocks:
+    """Quantize one (N, K) float weight with a registered method."""
+    m = METHODS.get(method)
+    if m.needs == "hessian" and (stats is None or stats.hessian is None):
+        stats_kind = "none" if stats is None else "imatrix only"
+        raise ValueError(f"method {method!r} needs calibration with Hessians (got {stats_kind})")
+    with torch.no_grad():
+        return m.quantize(np.asarray(w, dtype=np.float32), bits, block_size, symmetric, stats)
