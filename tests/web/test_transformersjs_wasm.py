@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CHROMIUM
-
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,37 +41,32 @@ def _convert(stories_dir: Path, out: Path, *flags: str) -> Path:
     return out
 
 
-def _generate_in_transformersjs(bundle: Path) -> dict:
-    from playwright.sync_api import sync_playwright
-    from webllama.evalsuite.backends.browser import BASE_ARGS
+def _generate_in_transformersjs(browser, bundle: Path) -> dict:
     from webllama.evalsuite.bench.web_server import BenchServer, npm_ready
 
     if not npm_ready(REPO / "benchmarks"):
         pytest.fail("benchmarks/node_modules is missing: run `cd benchmarks && npm ci --ignore-scripts` (scripts/setup.sh does)")
     server = BenchServer(bundle=bundle, folder=REPO / "benchmarks")
+    page = browser.new_page()
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS)  # no WebGPU adapter
-            page = browser.new_page()
-            page.set_default_timeout(300_000)
-            page.goto(f"{server.url}/bench/index.html?runtime=transformersjs")
-            page.evaluate("() => window.benchReady")
-            result = page.evaluate(GENERATE_JS, [server.slug, PROMPT, N_NEW])
-            browser.close()
+        page.set_default_timeout(300_000)
+        page.goto(f"{server.url}/bench/index.html?runtime=transformersjs")
+        page.evaluate("() => window.benchReady")
+        return page.evaluate(GENERATE_JS, [server.slug, PROMPT, N_NEW])
     finally:
+        page.close()
         server.close()
-    return result
 
 
-def test_float_embedding_bundle_runs_token_exact_in_transformersjs_wasm(stories_dir, tmp_path):
+def test_float_embedding_bundle_runs_token_exact_in_transformersjs_wasm(browser_no_webgpu, stories_dir, tmp_path):
     from webllama.converter.ort_model import OrtModel
 
     bundle = _convert(stories_dir, tmp_path / "s260-tjs", "--float-embedding")
     want = OrtModel(bundle, variant="q4").greedy(PROMPT, max_new_tokens=N_NEW, eos=False)
-    got = _generate_in_transformersjs(bundle)
+    got = _generate_in_transformersjs(browser_no_webgpu, bundle)
     assert got.get("tokens") == want, got
 
 
-def test_default_q4_needs_the_flag_on_transformersjs_wasm(s260_bundle):
-    got = _generate_in_transformersjs(s260_bundle)  # the session's default q4 (int4 embedding)
+def test_default_q4_needs_the_flag_on_transformersjs_wasm(browser_no_webgpu, s260_bundle):
+    got = _generate_in_transformersjs(browser_no_webgpu, s260_bundle)  # the session's default q4 (int4 embedding)
     assert "GatherBlockQuantized" in got.get("error", ""), got  # if this starts to pass, the flag can go
