@@ -180,6 +180,73 @@ class DigestCache:
             pass  # a cache only saves time
 
 
+# ---------------------------------------------------------------------------------------------
+# What a published bundle says about its source: names, never the converting machine's paths
+
+
+SOURCES_FILE = "sources.json"  # beside the digest cache: source sha256 -> the local paths it came from
+
+
+def published_path(path: str | None) -> str | None:
+    """A hub id as it is; a local file or folder by its name only (the rest is the converting machine's)."""
+    from webllama.converter.sources.hf import is_hub_id
+
+    return path if not path or is_hub_id(path) else Path(path).name
+
+
+def published_customization(custom: dict | None) -> dict | None:
+    """Customization.to_json() with adapter folders and a template file named, not located."""
+    if not custom:
+        return custom
+    out = dict(custom, adapters=[Path(a).name for a in custom.get("adapters") or []])
+    template = out.get("chat_template")
+    if template and Path(template).is_file():
+        out["chat_template"] = Path(template).name
+    return out
+
+
+def located_customization(published: dict | None, local: dict | None) -> dict | None:
+    """A manifest's customization with its adapter and template names located again from this machine's
+    record (when the names match: the same conversion), else as published."""
+    if not published or not local:
+        return published
+    out = dict(published)
+    adapters = local.get("adapters") or []
+    if [Path(a).name for a in adapters] == list(published.get("adapters") or []):
+        out["adapters"] = adapters
+    template = local.get("chat_template")
+    if template and Path(template).name == published.get("chat_template"):
+        out["chat_template"] = template
+    return out
+
+
+def remember_source(sha256: str, path: str, customization: dict | None) -> None:
+    """Keep where the source of a bundle is on this machine (for `webllama verify BUNDLE`), outside the
+    bundle; best effort, like the digest cache."""
+    store = _cache_file().with_name(SOURCES_FILE)
+    try:
+        known = json.loads(store.read_text(encoding="utf-8"))
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    known[sha256] = {"path": str(Path(path).resolve()) if Path(path).exists() else path, "customization": customization}
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(store, dict(list(known.items())[-1024:]))
+    except OSError:
+        pass
+
+
+def recall_source(sha256: str | None) -> dict | None:
+    """{"path", "customization"} remembered for a source sha256 on this machine, or None."""
+    try:
+        known = json.loads(_cache_file().with_name(SOURCES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rec = known.get(sha256) if isinstance(known, dict) and sha256 else None
+    return rec if isinstance(rec, dict) and rec.get("path") else None
+
+
 @dataclass
 class Bundle:
     root: Path

@@ -524,3 +524,24 @@ def test_sigterm_cleans_up_and_sigkill_leftovers_go_with_the_next_run(inputs, tm
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+# ----------------------------------------------------------------------------------------- what a bundle publishes
+
+
+def test_published_bundle_names_its_source_without_local_paths(stories_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WEBLLAMA_CACHE_DIR", str(tmp_path / "this-machine"))
+    out = tmp_path / "b"
+    code, err = run_cli(["convert", str(stories_dir), str(out), "--variant", "fp32"], capsys)
+    assert code == 0, err
+    for name in ("manifest.json", "verify.json"):
+        text = (out / name).read_text()
+        assert str(stories_dir) not in text and str(tmp_path) not in text, name
+    assert json.loads((out / "manifest.json").read_text())["source"]["path"] == stories_dir.name
+    code, err = run_cli(["verify", str(out)], capsys)  # this machine remembers where the source is
+    assert code == 0, err
+    monkeypatch.setenv("WEBLLAMA_CACHE_DIR", str(tmp_path / "another-machine"))
+    code, err = run_cli(["verify", str(out)], capsys)
+    assert_one_line_failure(code, err, "--source")
+    code, err = run_cli(["verify", str(out), "--source", str(stories_dir)], capsys)
+    assert code == 0, err
