@@ -25,6 +25,7 @@ import onnx
 from webllama.converter.archs import for_hf
 from webllama.converter.customize import Customization
 from webllama.converter.errors import DiskFull, OutputExists, OutputNotWritable, VerifyFailed
+from webllama.converter.genai_config import write_genai_config
 from webllama.converter.manifest import (
     FORMAT,
     MANIFEST,
@@ -36,7 +37,7 @@ from webllama.converter.manifest import (
     write_json_atomic,
 )
 from webllama.converter.onnx_io import graph_io, save_sharded
-from webllama.converter.quant.int4 import QuantSpec
+from webllama.converter.quant.policy import QuantSpec
 from webllama.converter.sources.base import LoadedSource
 from webllama.converter.variants import Variant
 
@@ -251,6 +252,7 @@ def write_model_files(source: LoadedSource, root: Path, variants: dict[str, dict
     # also writes chat_template.jinja, which would win over it when loading in Python.)
     for stray in ("tokenizer.model", "chat_template.jinja"):
         (root / stray).unlink(missing_ok=True)
+    write_genai_config(root, source.model.config, variants, source.tokenizer, eos_ids(source))  # onnxruntime-genai layout
 
 
 def eos_ids(source: LoadedSource) -> list[int]:
@@ -267,6 +269,7 @@ def build_manifest(
     quant: QuantSpec,
     verify: dict | None,
     customization: Customization | None = None,
+    calibration: dict | None = None,
 ) -> dict:
     c = source.model.config
     arch = for_hf(c, f"{source.name} config")  # the family, and the context it is exact for (archs/*)
@@ -276,7 +279,8 @@ def build_manifest(
     for name, v in variants.items():
         v["bytes"] = sum(sizes[p] for p in [v["model"], *v["external_data"]])  # the wasm_model graph file is extra
         v["bytes_per_parameter"] = round(v["bytes"] / n_params, 4)
-        v["quantization"] = quant.to_json() if name in ("q4", "q4f16") else None
+        # The recipe (every per-tensor choice) and the calibration text's identity: enough to reproduce the bytes.
+        v["quantization"] = {**quant.to_json(), "calibration": calibration} if name in ("q4", "q4f16") else None
         v["verify"] = verify["variants"][name] if verify and name in verify["variants"] else None
         if v["verify"]:
             v["verify"] = {

@@ -18,21 +18,11 @@ def _human(n: int) -> str:
 def cmd_convert(args: argparse.Namespace) -> int:
     from webllama.converter.convert import ConvertOptions, convert
     from webllama.converter.customize import Customization
-    from webllama.converter.quant.int4 import QuantSpec
     from webllama.converter.variants import parse_variants
 
     opts = ConvertOptions(
         variants=parse_variants(args.variant),
-        quant=QuantSpec(
-            method=args.method,
-            block_size=args.block_size,
-            symmetric=not args.asymmetric,
-            accuracy_level=args.accuracy_level,
-            lm_head_bits=args.lm_head_bits,
-            lm_head_block_size=args.lm_head_block_size,
-            lm_head_symmetric=args.lm_head_symmetric,
-            embedding=not args.float_embedding,
-        ),
+        quant=quant_spec(args),
         revision=args.revision,
         verify=not args.no_verify,
         force=args.force,
@@ -48,6 +38,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     bundle = convert(args.source, args.output, opts)
     _print_bundle(bundle)
     return 0
+
+
+def quant_spec(args: argparse.Namespace):
+    """--quant RECIPE, then the per-setting flags on top of it (each None = the recipe's own)."""
+    from webllama.converter.quant.policy import OPTIONS, from_options
+
+    return from_options(**{k: getattr(args, k) for k in OPTIONS})
 
 
 def _print_bundle(bundle) -> None:
@@ -85,9 +82,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     source = customize.apply(source, Customization.from_json(custom))
     variants = args.variant.split(",") if args.variant else None
     doc = verify_bundle(source, bundle, variants)
+    if args.ppl or args.ppl_text:
+        doc["perplexity"] = heldout_perplexity(args, source, bundle, variants or bundle.variants)
     write_json_atomic(bundle.root / "verify.json", doc)
     manifest = bundle.manifest
     for name, rep in doc["variants"].items():
+        if name not in manifest["variants"]:  # e.g. q4_wasm: a graph of the q4 variant, reported beside it
+            continue
         manifest["variants"][name]["verify"] = {
             k: rep[k] for k in ("max_abs_logit_diff", "mean_kl", "top1_agreement", "greedy_match", "first_divergence", "passed")
         }
@@ -100,42 +101,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def heldout_perplexity(args: argparse.Namespace, source, bundle, variants: list[str]) -> dict:
+    """`verify --ppl`: WikiText-2's held-out half (or --ppl-text), native vs each variant on onnxruntime."""
+    import os
+    from pathlib import Path
+
+    from webllama.converter.baselines import perplexity, wikitext_heldout
+    from webllama.converter.errors import MissingFile
+    from webllama.converter.ort_model import OrtModel
+
+    if args.ppl_text:
+        text, name = Path(args.ppl_text).read_text(encoding="utf-8"), Path(args.ppl_text).name
+    else:
+        data = Path(args.data_dir or os.environ.get("WEBLLAMA_DATA_DIR") or "")
+        if not (data / "wikitext2" / "wiki.test.raw").is_file():
+            raise MissingFile("--ppl needs WikiText-2 at DIR/wikitext2/wiki.test.raw; pass --data-dir DIR (or --ppl-text FILE)")
+        text, name = wikitext_heldout(data), "wikitext2 test, second half of the documents"
+    doc = perplexity(source, {v: OrtModel(bundle, v) for v in variants}, text, max_tokens=args.ppl_tokens)
+    return {"text": name, **doc}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a Llama-family model (HF dir/hub id, GGUF, llama2.c) to a bundle")
     p.add_argument("source", help="HF model directory, hub id (org/name), .gguf file, or llama2.c checkpoint/dir")
     p.add_argument("output", help="bundle directory to create")
     p.add_argument("--variant", default="q4", help="comma-separated: fp32,fp16,q4,q4f16 (default: q4)")
-    p.add_argument("--block-size", type=int, default=32, choices=[16, 32, 64, 128], help="int4 block size")
-    p.add_argument("--asymmetric", action="store_true", help="int4 with uint8 zero points (default: symmetric)")
-    p.add_argument("--method", default="rtn", help="int4 method (rtn; hqq is refused: no browser kernel)")
-    p.add_argument(
-        "--accuracy-level",
-        type=int,
-        default=None,
-        choices=[0, 1, 2, 3, 4],
-        help="MatMulNBits accuracy_level (CPU compute type; default: kernel's own, float32). 4 = int8 "
-        "activations: SmolLM2 CPU decode 1.2-1.4x, prefill ~0.78x, same top-1 (benchmarks/README.md)",
-    )
-    p.add_argument(
-        "--lm-head-bits",
-        type=int,
-        default=4,
-        choices=[0, 4, 8],
-        help="bits of the output projection in int4 variants (default 4; 8 is slow on CPU/WASM; 0 float)",
-    )
-    p.add_argument(
-        "--lm-head-block-size",
-        type=int,
-        default=16,
-        choices=[16, 32, 64, 128],
-        help="block size of the output projection (default 16)",
-    )
-    p.add_argument(
-        "--lm-head-symmetric", action="store_true", help="symmetric output projection (default: asymmetric, uint8 zero points)"
-    )
-    p.add_argument(
-        "--float-embedding", action="store_true", help="keep the embedding lookup float (Gather): transformers.js's WASM build"
-    )
+    add_quant_args(p)
     p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) for a hub id")
     p.add_argument(
         "--graph",
@@ -167,7 +158,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle")
     p.add_argument("--source", default=None, help="source model (default: the path recorded in the manifest)")
     p.add_argument("--variant", default=None, help="comma-separated variants (default: all in the bundle)")
+    p.add_argument("--ppl", action="store_true", help="also perplexity on WikiText-2's held-out half (native vs bundle)")
+    p.add_argument("--data-dir", default=None, help="benchmarks folder holding wikitext2/ (default: $WEBLLAMA_DATA_DIR)")
+    p.add_argument("--ppl-text", default=None, metavar="FILE", help="perplexity on this UTF-8 text instead")
+    p.add_argument("--ppl-tokens", type=int, default=4096, help="tokens of held-out text scored (default 4096)")
     p.set_defaults(func=cmd_verify)
+
+
+def add_quant_args(p: argparse.ArgumentParser) -> None:
+    from webllama.converter.quant.methods import METHODS
+    from webllama.converter.quant.policy import BLOCK_SIZES, DEFAULT_RECIPE, RECIPES
+
+    q = p.add_argument_group("int4 quantization (q4, q4f16): a recipe, then per-setting changes to it")
+    q.add_argument(
+        "--quant",
+        default=DEFAULT_RECIPE,
+        choices=sorted(RECIPES),
+        help=f"quantization recipe (default {DEFAULT_RECIPE}; measured in benchmarks/README.md): "
+        + "; ".join(f"{k}: {r.linear.method} linears, {r.head.method} head" for k, r in RECIPES.items()),
+    )
+    q.add_argument("--method", default=None, choices=METHODS.names(), help="method of the linear layers (default: the recipe's)")
+    q.add_argument("--block-size", type=int, default=None, choices=list(BLOCK_SIZES), help="block size of the linear layers")
+    q.add_argument("--asymmetric", action="store_true", default=None, help="linear layers with integer zero points")
+    q.add_argument("--symmetric", dest="asymmetric", action="store_false", help="linear layers without zero points")
+    q.add_argument(
+        "--accuracy-level",
+        type=int,
+        default=None,
+        choices=[0, 1, 2, 3, 4],
+        help="MatMulNBits accuracy_level (CPU compute type; default: kernel's own, float32). 4 = int8 "
+        "activations: SmolLM2 CPU decode 1.2-1.4x, prefill ~0.78x, same top-1 (benchmarks/README.md)",
+    )
+    q.add_argument(
+        "--lm-head-bits", type=int, default=None, choices=[0, 4, 8], help="output projection bits (0 float; 8 is slow on CPU)"
+    )
+    q.add_argument("--lm-head-block-size", type=int, default=None, choices=list(BLOCK_SIZES), help="output projection block size")
+    q.add_argument("--lm-head-symmetric", action="store_true", help="output projection without zero points")
+    q.add_argument("--lm-head-method", default=None, choices=METHODS.names(), help="output projection method")
+    q.add_argument(
+        "--override",
+        action="append",
+        metavar="PATTERN=BITS[:BLOCK[:sym|asym[:METHOD]]]",
+        help="per-tensor storage by canonical name (layers.3.down, layers.*.v, lm_head, embed); repeatable, first match wins",
+    )
+    q.add_argument("--calibration", default=None, metavar="FILE", help="UTF-8 text to calibrate on (default: the built-in corpus)")
+    q.add_argument("--calibration-tokens", type=int, default=None, metavar="N", help="calibration tokens (default 8192)")
+    q.add_argument(
+        "--float-embedding", action="store_true", help="keep the embedding lookup float (Gather): transformers.js's WASM build"
+    )
+    q.add_argument("--no-tie-once", action="store_true", help="store a tied embedding twice (its own int4 table)")
 
 
 def main(argv: list[str] | None = None) -> int:

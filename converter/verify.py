@@ -141,7 +141,7 @@ def verify_variant(source: LoadedSource, model: OrtModel, exact: bool) -> Varian
     )
 
 
-def verify_bundle(source: LoadedSource, bundle, variants: list[str] | None = None, progress=None) -> dict:
+def verify_bundle(source: LoadedSource, bundle, variants: list[str] | None = None, progress=None, peers: bool = True) -> dict:
     """Verify every (or the named) variant; returns the verify.json document."""
     from webllama.converter.variants import VARIANTS
 
@@ -151,12 +151,25 @@ def verify_bundle(source: LoadedSource, bundle, variants: list[str] | None = Non
             progress(f"verify {name}")
         model = OrtModel(bundle, name)
         reports[name] = asdict(verify_variant(source, model, exact=VARIANTS[name].exact))
+        if bundle.variant(name).get("wasm_model"):  # the WASM engine's graph (int8 weights): its own numerics
+            wasm = asdict(verify_variant(source, OrtModel(bundle, name, graph="wasm"), exact=False))
+            reports[f"{name}_wasm"] = {**wasm, "variant": f"{name}_wasm", "graph": bundle.variant(name)["wasm_model"]}
     return {
         "source": {"kind": source.kind, "path": published_path(source.path), "sha256": source.sha256},
         "text_tokens": next(iter(reports.values()))["tokens_scored"] if reports else 0,
         "variants": reports,
+        # The plainest peer on the same source and text (converter/baselines.py): every figure above reads against it.
+        "baselines": peer_figures(source, bundle) if peers else {},
         "passed": all(r["passed"] for r in reports.values()),
     }
+
+
+def peer_figures(source: LoadedSource, bundle) -> dict:
+    from webllama.converter.baselines import peer_baselines
+
+    limit = min(MAX_TEACHER_TOKENS, int(bundle.manifest.get("context_length") or MAX_TEACHER_TOKENS) - 1)
+    ids = encode(source, VERIFY_TEXT)[:limit]
+    return peer_baselines(source, ids, torch_logits(source, ids))
 
 
 def _fig(x: float | None, fmt: str) -> str:
@@ -183,4 +196,8 @@ def format_table(doc: dict) -> str:
             f"{name:<8} {_fig(r['max_abs_logit_diff'], '>11.5f')} {_fig(r['mean_kl'], '>10.6f')} "
             f"{_fig(r['top1_agreement'], '>8.4f')}   {greedy:<12} {status}"
         )
+    for name, r in doc.get("baselines", {}).items():  # peers on the same source and text, for reading the rows above
+        rows.append(f"  {name + ' (peer)':<24}       {_fig(r['mean_kl'], '>10.6f')} {_fig(r['top1_agreement'], '>8.4f')}")
+    for name, r in (doc.get("perplexity") or {}).get("rows", {}).items():
+        rows.append(f"  perplexity {name:<13} token {r['token_ppl']:.3f}  word {r['word_ppl']:.3f}")
     return "\n".join(rows)
