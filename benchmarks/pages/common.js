@@ -9,10 +9,12 @@ export async function seconds(fn) {
   return { s: (now() - t0) / 1000, out };
 }
 
-/** Delete every Cache API cache of this origin (webllama-models-v1, transformers-cache, ...). */
+/** Delete every Cache API cache of this origin (webllama-models-v1, transformers-cache, ...) and our OPFS shards. */
 export async function clearCaches() {
   if (typeof caches === 'undefined') return;
   for (const name of await caches.keys()) await caches.delete(name);
+  const root = navigator.storage && navigator.storage.getDirectory ? await navigator.storage.getDirectory() : null;
+  if (root) await root.removeEntry('webllama-models-v1', { recursive: true }).catch(() => undefined);
 }
 
 /**

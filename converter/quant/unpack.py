@@ -46,6 +46,9 @@ from webllama.converter.quant.unfuse_attention import unfuse_gqa
 MS_DOMAIN = "com.microsoft"
 WASM_HEAP = 4 * 2**30  # wasm32: the whole heap (weights, activations, KV cache, runtime) is at most 4 GiB
 HEAP_BUDGET = 3 * 2**30  # weight bytes the WASM graph may hold, leaving room for activations and the KV cache
+# Weight shards of the WASM graph: Chromium's Cache API fails puts of ~1 GB ("Unexpected internal error"), and a
+# reload resumes per shard (web/engine/cache.js), so smaller shards cost little and bound both.
+WASM_SHARD = 128 * 2**20
 
 
 def int8_weight_bytes(model: onnx.ModelProto) -> int:
@@ -157,7 +160,7 @@ def write_wasm_graph(root: Path, entry: dict) -> dict | None:
         return None
     wasm = unfuse_gqa(to_int8(model, path.parent))  # fused graphs: WASM's GroupQueryAttention is slow
     dest = path.with_name(path.stem + "_wasm.onnx")
-    shards = save_sharded(wasm, dest)
+    shards = save_sharded(wasm, dest, max_shard=WASM_SHARD)
     rel = Path(entry["model"]).parent
     return {
         "wasm_model": str(rel / dest.name),

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { Sha256 } from '../../web/engine/sha256.js';
-import { checkWasmHeap, WASM_HEAP_BYTES } from '../../web/engine/loader.js';
+import { wasmContextLimit, WASM_HEAP_BYTES } from '../../web/engine/loader.js';
 import { OutOfMemoryError } from '../../web/engine/errors.js';
 
 test('sha256: chunked updates equal one-shot node:crypto for every padding case', () => {
@@ -23,17 +23,17 @@ function llama1b(contextLength) {
   };
 }
 
-test('wasm heap: a 1B int8 model fits at 2k context, not at 32k, and the error names the sizes and what fits', () => {
-  const weights = [{ path: 'onnx/model_q4_wasm.onnx_data', size: 1_500_000_000, sha256: 'x' }];
-  checkWasmHeap(llama1b(2048), 'q4', weights);
-  assert.throws(() => checkWasmHeap(llama1b(32768), 'q4', weights), (e) => {
+test('wasm heap: a 1B int8 model keeps 2k context, a 32k one is capped to what fits, a 5 GiB one is refused naming what fits', () => {
+  const weights = [{ path: 'onnx/model_q4_wasm.onnx_data', size: 1_440_000_000, sha256: 'x' }];
+  assert.equal(wasmContextLimit(llama1b(2048), 'q4', weights), 2048);
+  const capped = wasmContextLimit(llama1b(131072), 'q4', weights);
+  assert.ok(capped > 8192 && capped < 16384, `${capped}`);  // (4 - 0.5 - 1.34 GiB) / 192 KiB per token
+  const huge = [{ path: 'w', size: 5 * 2 ** 30, sha256: 'y' }];
+  assert.throws(() => wasmContextLimit(llama1b(2048), 'q4', huge), (e) => {
     assert.ok(e instanceof OutOfMemoryError);
-    assert.match(e.message, /llama-1b-shaped \(q4\) needs about 7\.90 GiB of WASM memory \(1\.40 GiB of weights \+ 6\.00 GiB of KV cache at its 32768-token context\)/);
-    assert.match(e.message, /fits with a context of at most \d+ tokens/);
-    assert.ok(e.data.fit_context > 2048 && e.data.fit_context < 32768);
+    assert.match(e.message, /^llama-1b-shaped \(q4\) needs about 5\.\d\d GiB of WASM memory \(5\.00 GiB of weights \+ the KV cache of 256 tokens/);
+    assert.match(e.message, /the wasm32 heap holds 4 GiB: a model of at most 0\.\d\dB parameters fits at these 4\.34 bytes per parameter; use a WebGPU device for this one$/);
     assert.equal(e.data.heap_bytes, WASM_HEAP_BYTES);
     return true;
   });
-  const huge = [{ path: 'w', size: 5 * 2 ** 30, sha256: 'y' }];
-  assert.throws(() => checkWasmHeap(llama1b(2048), 'q4', huge), /needs about \d\.\d\d GiB .*a model of at most 0\.\d\dB parameters fits at this context; use a WebGPU device for this one$/);
 });

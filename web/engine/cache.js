@@ -85,7 +85,9 @@ export class ModelStore {
 
   /**
    * A weight shard as a Uint8Array onnxruntime-web can mount as external data without a full JS copy: a
-   * BlobFile over the cached Blob (or, without the Cache API, the downloaded bytes).
+   * BlobFile over the stored file (or, without storage, the downloaded bytes). Shards live in the origin
+   * private file system, named by sha256 (Chromium's Cache API refuses puts of a few hundred MB); the Cache API
+   * is the fallback where OPFS is missing.
    * @param {string} baseUrl @param {FileEntry} entry
    * @param {{onBytes?: (e: ByteEvent) => void, signal?: AbortSignal}} [opts]
    * @returns {Promise<{bytes: Uint8Array, fromCache: boolean}>}
@@ -93,42 +95,64 @@ export class ModelStore {
   async getShard(baseUrl, entry, opts = {}) {
     if (!this.useCache || typeof FileReaderSync === 'undefined') return this.get(baseUrl, entry, opts);
     const url = new URL(entry.path, baseUrl).href;
-    const key = `${url}?sha256=${entry.sha256}`;
-    const cache = await caches.open(this.cacheName);
-    let hit = await cache.match(key);
-    const fromCache = !!hit;
-    if (!hit) {
-      await streamToCache(cache, key, url, entry, opts);
-      hit = await cache.match(key);
-    } else if (opts.onBytes) {
-      opts.onBytes({ bytes: entry.size, fromCache: true });
+    const dir = await this.shardDir();
+    let blob = dir ? await storedFile(dir, entry) : await this.cachedBlob(url, entry);
+    const fromCache = !!blob;
+    if (blob && opts.onBytes) opts.onBytes({ bytes: entry.size, fromCache: true });
+    if (!blob) {
+      await (dir ? streamToFile(dir, url, entry, opts) : streamToCache(await caches.open(this.cacheName), shardKey(url, entry), url, entry, opts));
+      blob = dir ? await storedFile(dir, entry) : await this.cachedBlob(url, entry);
     }
-    const blob = hit ? await hit.blob() : null;
-    if (!blob || blob.size !== entry.size) {
-      await cache.delete(key);
-      throw new ChecksumError(`${entry.path}: the cached copy has ${blob ? blob.size : 0} bytes, manifest.json says ${entry.size}; ` +
-        'it was removed from the cache: load the model again', { file: entry.path });
+    if (!blob) {
+      throw new ChecksumError(`${entry.path}: the stored copy is missing or has the wrong size after download; load the model again`,
+        { file: entry.path });
     }
     return { bytes: new BlobFile(blob), fromCache };
   }
 
-  /** @param {string} baseUrl @param {FileEntry} entry @returns {Promise<boolean>} whether the file is cached */
+  /** @returns {Promise<FileSystemDirectoryHandle|null>} this store's OPFS folder, or null without OPFS */
+  async shardDir() {
+    try {
+      const root = await navigator.storage.getDirectory();
+      return await root.getDirectoryHandle(this.cacheName, { create: true });
+    } catch {
+      return null;
+    }
+  }
+
+  /** @param {string} url @param {FileEntry} entry @returns {Promise<Blob|null>} the Cache API copy, if whole */
+  async cachedBlob(url, entry) {
+    const cache = await caches.open(this.cacheName);
+    const hit = await cache.match(shardKey(url, entry));
+    const blob = hit ? await hit.blob() : null;
+    if (blob && blob.size === entry.size) return blob;
+    if (hit) await cache.delete(shardKey(url, entry));
+    return null;
+  }
+
+  /** @param {string} baseUrl @param {FileEntry} entry @returns {Promise<boolean>} whether the file is stored */
   async has(baseUrl, entry) {
     if (!this.useCache) return false;
     const url = new URL(entry.path, baseUrl).href;
-    return !!(await (await caches.open(this.cacheName)).match(`${url}?sha256=${entry.sha256}`));
+    const dir = await this.shardDir();
+    if (dir && (await storedFile(dir, entry))) return true;
+    return !!(await (await caches.open(this.cacheName)).match(shardKey(url, entry)));
   }
 
-  /** Delete every cached model file. @returns {Promise<boolean>} */
+  /** Delete every cached model file (Cache API and OPFS). @returns {Promise<boolean>} */
   async clear() {
+    if (await this.shardDir()) await (await navigator.storage.getDirectory()).removeEntry(this.cacheName, { recursive: true });
     return typeof caches !== 'undefined' ? caches.delete(this.cacheName) : false;
   }
 
   /** Bytes held in the cache (sum of Content-Length). @returns {Promise<number>} */
   async usage() {
-    if (!this.useCache || !(await caches.has(this.cacheName))) return 0;
-    const cache = await caches.open(this.cacheName);
+    if (!this.useCache) return 0;
     let total = 0;
+    const dir = await this.shardDir();
+    if (dir) for await (const h of /** @type {any} */ (dir).values()) if (h.kind === 'file') total += (await h.getFile()).size;
+    if (!(await caches.has(this.cacheName))) return total;
+    const cache = await caches.open(this.cacheName);
     for (const req of await cache.keys()) {
       const r = await cache.match(req);
       total += Number((r && r.headers.get('Content-Length')) || 0);
@@ -186,20 +210,51 @@ export class BlobFile extends Uint8Array {
   }
 }
 
+/** @param {string} url @param {FileEntry} entry */
+function shardKey(url, entry) {
+  return `${url}?sha256=${entry.sha256}`;
+}
+
+/** @param {FileSystemDirectoryHandle} dir @param {FileEntry} entry @returns {Promise<File|null>} the stored file, if whole */
+async function storedFile(dir, entry) {
+  try {
+    const file = await (await dir.getFileHandle(entry.sha256)).getFile();
+    return file.size === entry.size ? file : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
- * Download one file straight into the cache, hashing it on the way; the put fails (and nothing is stored)
- * when the bytes do not match the manifest.
- * @param {Cache} cache @param {string} key @param {string} url @param {FileEntry} entry
+ * Download one file into OPFS (named by its sha256), hashing it on the way. The writable commits only when the
+ * stream ends verified; any failure aborts it, so a stored file is always a whole, verified one.
+ * @param {FileSystemDirectoryHandle} dir @param {string} url @param {FileEntry} entry
  * @param {{onBytes?: (e: ByteEvent) => void, signal?: AbortSignal}} opts
  */
-async function streamToCache(cache, key, url, entry, opts) {
+async function streamToFile(dir, url, entry, opts) {
   const resp = await request(url, opts.signal);
+  const v = verifying(entry, url, opts);
+  const handle = await dir.getFileHandle(entry.sha256, { create: true });
+  try {
+    await /** @type {ReadableStream} */ (resp.body).pipeThrough(v.stream).pipeTo(await /** @type {any} */ (handle).createWritable());
+  } catch (e) {
+    await dir.removeEntry(entry.sha256).catch(() => undefined);
+    throw storeError(e, v.failure(), entry, url, opts);
+  }
+}
+
+/**
+ * A TransformStream that counts, hashes and reports the bytes of `entry` and errors at the end unless they
+ * match manifest.json; failure() is the ChecksumError it raised, if any.
+ * @param {FileEntry} entry @param {string} url @param {{onBytes?: (e: ByteEvent) => void}} opts
+ */
+function verifying(entry, url, opts) {
   const hasher = new Sha256();
   let seen = 0;
   /** @type {Error|null} */
   let failure = null;
   const fail = (/** @type {Error} */ e) => { failure = e; throw e; };
-  const check = new TransformStream({
+  const stream = new TransformStream({
     transform(chunk, ctl) {
       seen += chunk.byteLength;
       if (seen > entry.size) {
@@ -222,21 +277,40 @@ async function streamToCache(cache, key, url, entry, opts) {
       }
     },
   });
-  const body = /** @type {ReadableStream} */ (resp.body).pipeThrough(check);
+  return { stream, failure: () => failure };
+}
+
+/**
+ * The error to report for a failed store: the checksum failure, a full quota, or the download itself.
+ * @param {unknown} e @param {Error|null} failure @param {FileEntry} entry @param {string} url @param {{signal?: AbortSignal}} opts
+ */
+function storeError(e, failure, entry, url, opts) {
+  if (failure) return failure;
+  const err = /** @type {Error} */ (e);
+  if (err && err.name === 'QuotaExceededError') {
+    return new StorageQuotaError(`cannot store ${entry.path} (${(entry.size / 2 ** 20).toFixed(0)} MiB) in the browser's storage: the ` +
+      'quota is full; free disk space or clear other sites\' data, then load again (finished shards are kept)', { file: entry.path });
+  }
+  if (opts.signal && opts.signal.aborted) return err;
+  return new BundleNotFoundError(`download of ${url} failed: ${err && err.message}; load again to resume (finished shards are kept)`, { url });
+}
+
+/**
+ * Download one file straight into the cache, hashing it on the way; the put fails (and nothing is stored)
+ * when the bytes do not match the manifest.
+ * @param {Cache} cache @param {string} key @param {string} url @param {FileEntry} entry
+ * @param {{onBytes?: (e: ByteEvent) => void, signal?: AbortSignal}} opts
+ */
+async function streamToCache(cache, key, url, entry, opts) {
+  const resp = await request(url, opts.signal);
+  const v = verifying(entry, url, opts);
   try {
-    await cache.put(key, new Response(body, {
+    await cache.put(key, new Response(/** @type {ReadableStream} */ (resp.body).pipeThrough(v.stream), {
       headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(entry.size) },
     }));
   } catch (e) {
     await cache.delete(key);
-    if (failure) throw failure;
-    const err = /** @type {Error} */ (e);
-    if (err.name === 'QuotaExceededError') {
-      throw new StorageQuotaError(`cannot store ${entry.path} (${(entry.size / 2 ** 20).toFixed(0)} MiB) in the browser cache: the storage ` +
-        'quota is full; free disk space or clear other sites\' data, then load again (finished shards are kept)', { file: entry.path });
-    }
-    if (opts.signal && opts.signal.aborted) throw err;
-    throw new BundleNotFoundError(`download of ${url} failed: ${err.message}; load again to resume (finished shards are kept)`, { url });
+    throw storeError(e, v.failure(), entry, url, opts);
   }
 }
 

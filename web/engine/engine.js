@@ -99,7 +99,7 @@ export class Engine {
       execution_provider: l.session.provider, placement: l.session.placement.counts,
       placement_ops: l.session.placement.ops, placement_log: l.session.placement.lines,
       adapter: l.adapter, adapter_probe: l.adapterProbe, fallback_reason: l.fallbackReason,
-      context_length: l.manifest.context_length, vocab_size: l.manifest.config.vocab_size,
+      context_length: l.manifest.context_length, context_limit_reason: l.contextLimitReason, vocab_size: l.manifest.config.vocab_size,
       bos_token_id: l.tokenizer.bosId, eos_token_ids: l.tokenizer.eosIds, add_bos_token: l.tokenizer.addBos,
       has_chat_template: !l.template.isFallback, load_s: l.loadS, from_cache: l.fromCache, weights_streamed: l.weightsStreamed,
       num_threads: l.session.ort.env.wasm.numThreads, cross_origin_isolated: this.deps.crossOriginIsolated,

@@ -96,30 +96,32 @@ export const WASM_HEAP_BYTES = 4 * GiB;
 /** Heap the runtime and activations need besides the weights and the KV cache (measured: SmolLM2 ~0.3 GiB). */
 const WASM_OVERHEAD_BYTES = 0.5 * GiB;
 
+/** The shortest context a WASM load must hold (tokens); below that the model is refused rather than capped. */
+export const MIN_WASM_CONTEXT = 256;
+
 /**
- * Refuse, with the numbers, a WASM load that cannot fit the 4 GiB heap: int8 weights + the KV cache at the
- * bundle's context length (past in, present out, and the attention's concatenation: 3 copies on WASM).
+ * The context length a WASM session can hold in the 4 GiB heap: the bundle's, or less when int8 weights + its
+ * KV cache (past in, present out, and the attention's concatenation: 3 copies on WASM) would not fit. Throws
+ * OutOfMemoryError, with the numbers, when not even MIN_WASM_CONTEXT tokens fit.
  * @param {Manifest} m @param {string} variant @param {import('./manifest.js').FileEntry[]} weights
+ * @returns {number}
  */
-export function checkWasmHeap(m, variant, weights) {
+export function wasmContextLimit(m, variant, weights) {
   const c = m.config;
   const wBytes = weights.reduce((s, f) => s + f.size, 0);
   const kvPerToken = 3 * 2 * c.num_hidden_layers * c.num_key_value_heads * headDim(m) * 4;
-  const need = wBytes + kvPerToken * m.context_length + WASM_OVERHEAD_BYTES;
-  if (need <= WASM_HEAP_BYTES) return;
+  const fitContext = Math.floor((WASM_HEAP_BYTES - WASM_OVERHEAD_BYTES - wBytes) / kvPerToken);
+  const least = Math.min(m.context_length, MIN_WASM_CONTEXT);
+  if (fitContext >= least) return Math.min(m.context_length, fitContext);
   const gib = (/** @type {number} */ b) => (b / GiB).toFixed(2);
   const perParam = wBytes / Math.max(1, /** @type {any} */ (m).num_parameters || 1);
-  const fitParams = (WASM_HEAP_BYTES - WASM_OVERHEAD_BYTES - kvPerToken * m.context_length) / perParam;
-  const fitContext = Math.floor((WASM_HEAP_BYTES - WASM_OVERHEAD_BYTES - wBytes) / kvPerToken);
-  const fits = [
-    ...(fitContext > 0 ? [`this model fits with a context of at most ${fitContext} tokens (convert with --context-length)`] : []),
-    ...(fitParams > 0 ? [`a model of at most ${(fitParams / 1e9).toFixed(2)}B parameters fits at this context`] : []),
-  ];
+  const fitParams = (WASM_HEAP_BYTES - WASM_OVERHEAD_BYTES - kvPerToken * least) / perParam;
   throw new OutOfMemoryError(
-    `${m.name} (${variant}) needs about ${gib(need)} GiB of WASM memory (${gib(wBytes)} GiB of weights + ` +
-    `${gib(kvPerToken * m.context_length)} GiB of KV cache at its ${m.context_length}-token context); the wasm32 heap holds 4 GiB` +
-    (fits.length ? `: ${fits.join(', or ')}` : '') + '; use a WebGPU device for this one',
-    { need_bytes: need, weight_bytes: wBytes, heap_bytes: WASM_HEAP_BYTES, fit_context: fitContext });
+    `${m.name} (${variant}) needs about ${gib(wBytes + kvPerToken * least + WASM_OVERHEAD_BYTES)} GiB of WASM memory ` +
+    `(${gib(wBytes)} GiB of weights + the KV cache of ${least} tokens + the runtime); the wasm32 heap holds 4 GiB: ` +
+    `a model of at most ${(Math.max(0, fitParams) / 1e9).toFixed(2)}B parameters fits at these ${(perParam).toFixed(2)} bytes ` +
+    'per parameter; use a WebGPU device for this one',
+    { weight_bytes: wBytes, heap_bytes: WASM_HEAP_BYTES, fit_context: fitContext });
 }
 
 /**
@@ -144,16 +146,30 @@ export async function checkQuota(deps, base, m, entries) {
 }
 
 /**
+ * The quota error of a failed put, restated for the whole model (browsers may report more quota than they
+ * enforce, so checkQuota cannot catch every case before the download).
+ * @param {Manifest} m @param {import('./manifest.js').FileEntry[]} entries @param {import('./manifest.js').FileEntry} entry
+ * @param {StorageQuotaError} e
+ */
+function quotaError(m, entries, entry, e) {
+  const mib = (/** @type {number} */ b) => (b / 2 ** 20).toFixed(0);
+  return new StorageQuotaError(
+    `${m.name} needs ${mib(entries.reduce((s, f) => s + f.size, 0))} MiB of browser storage for its files, and the browser refused ` +
+    `to store ${entry.path} (${mib(entry.size)} MiB): the storage quota is full; free disk space or clear this site's data, then ` +
+    'load again (finished files are kept), or choose a model whose files fit', e.data);
+}
+
+/**
  * Fetch (or read from cache) and verify every file of a variant. Weight shards come back as BlobFiles over
  * the cache (cache.js): onnxruntime-web reads them tensor by tensor, never as one JS copy.
  * @param {LoaderDeps} deps @param {string} base @param {Manifest} m @param {string} variant @param {LoadHooks} hooks
  * @param {'webgpu'|'wasm'} [provider] @param {boolean} [unpackInt4]
- * @returns {Promise<{files: Map<string, Uint8Array>, fromCache: boolean}>}
+ * @returns {Promise<{files: Map<string, Uint8Array>, fromCache: boolean, contextLimit: number}>}
  */
 export async function fetchVariant(deps, base, m, variant, hooks, provider = 'webgpu', unpackInt4 = true) {
   const entries = variantFiles(m, variant, provider, unpackInt4);
   const shards = new Set(variantGraph(m, variant, provider, unpackInt4).externalData);
-  if (provider === 'wasm') checkWasmHeap(m, variant, entries.filter((e) => shards.has(e.path)));
+  const contextLimit = provider === 'wasm' ? wasmContextLimit(m, variant, entries.filter((e) => shards.has(e.path))) : m.context_length;
   await checkQuota(deps, base, m, entries);
   const total = entries.reduce((s, f) => s + f.size, 0);
   const tracker = new ProgressTracker(total, hooks.onProgress || (() => {}), deps.now);
@@ -161,11 +177,12 @@ export async function fetchVariant(deps, base, m, variant, hooks, provider = 'we
   let allCached = true;
   for (const entry of entries) {
     const read = shards.has(entry.path) ? deps.store.getShard.bind(deps.store) : deps.store.get.bind(deps.store);
-    const got = await read(base, entry, { signal: hooks.signal, onBytes: (e) => tracker.add(entry.path, e) });
+    const got = await read(base, entry, { signal: hooks.signal, onBytes: (e) => tracker.add(entry.path, e) })
+      .catch((e) => { throw e instanceof StorageQuotaError ? quotaError(m, entries, entry, e) : e; });
     files.set(entry.path, got.bytes);
     allCached = allCached && got.fromCache;
   }
-  return { files, fromCache: allCached };
+  return { files, fromCache: allCached, contextLimit };
 }
 
 /**
@@ -217,7 +234,13 @@ export async function loadBundle(deps, bundleUrl, options, hooks) {
   // weightsStreamed: every weight shard reached onnxruntime-web as a cache-backed BlobFile (no whole JS copy)
   const shards = variantGraph(manifest, choice.variant, session.requested, unpack).externalData;
   const weightsStreamed = shards.length > 0 && shards.every((p) => fetched.files.get(p) instanceof BlobFile);
-  return { base, manifest, choice, session, files: fetched.files, weightsStreamed, adapter: choice.provider === 'webgpu' ? probe.info : null,
+  let contextLimitReason = null;
+  if (fetched.contextLimit < manifest.context_length) { // the engine enforces manifest.context_length
+    contextLimitReason = `capped at ${fetched.contextLimit} of ${manifest.context_length} tokens: the KV cache of the full ` +
+      'context does not fit the 4 GiB WASM heap next to the weights';
+    manifest.context_length = fetched.contextLimit;
+  }
+  return { base, manifest, choice, session, files: fetched.files, weightsStreamed, contextLimitReason, adapter: choice.provider === 'webgpu' ? probe.info : null,
     adapterProbe: probe.info, fallbackReason, fromCache: fetched.fromCache, loadS: (deps.now() - t0) / 1000 };
 }
 

@@ -30,6 +30,7 @@ class PageRunner:
     def __init__(self, runtime: str, req, server, load_opts: dict) -> None:
         self.runtime, self.req, self.server, self.load_opts = runtime, req, server, load_opts
         self._pw = self._browser = self.page = None
+        self._profile = None  # the persistent profile folder (TemporaryDirectory), removed on close
         self.console: list[str] = []
         self.runtime_info: dict = {}
         self.page_memory: dict | None = None
@@ -42,8 +43,15 @@ class PageRunner:
             raise BenchError(f"Chromium not found at {self.req.chromium}; apt-get install chromium (never `playwright install`)")
         self._pw = sync_playwright().start()
         args = BASE_ARGS + (webgpu_args() if self.req.device == "webgpu" else [])
-        self._browser = self._pw.chromium.launch(executable_path=self.req.chromium, headless=True, args=args)
-        self.page = self._browser.new_context().new_page()
+        import tempfile
+
+        # A persistent profile, as a user's browser has: an incognito context (new_context) keeps the Cache API and
+        # OPFS in memory under a small quota, which both refuses a 1 GB model and counts its files as page memory.
+        self._profile = tempfile.TemporaryDirectory(prefix="webllama-bench-profile-")
+        self._browser = self._pw.chromium.launch_persistent_context(
+            self._profile.name, executable_path=self.req.chromium, headless=True, args=args
+        )
+        self.page = self._browser.pages[0] if self._browser.pages else self._browser.new_page()
         self.page.set_default_timeout(self.req.timeout_s * 1000)
         self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text[:300]}"))
         self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
@@ -82,13 +90,15 @@ class PageRunner:
 
     def info(self) -> dict:
         mem = self.call("() => window.benchRuntime.memory()")
-        return {**self.runtime_info, "page_memory": mem, "browser": self._browser.version if self._browser else None}
+        browser = self._browser.browser if self._browser else None
+        return {**self.runtime_info, "page_memory": mem, "browser": browser.version if browser else None}
 
     def close(self) -> None:
         for step in (
             lambda: self.page and self.call("() => window.benchRuntime.close()"),
             lambda: self._browser and self._browser.close(),
             lambda: self._pw and self._pw.stop(),
+            lambda: self._profile and self._profile.cleanup(),
             self.server.close,
         ):
             try:
