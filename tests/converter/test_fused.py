@@ -56,13 +56,14 @@ def assert_q4_parity(ref: Path, got: Path) -> None:
 
 
 def assert_wasm_graph_parity(bundle: Path) -> None:
-    """The q4 variant's WASM graph (int4 dequantized at load, GroupQueryAttention unfused to MatMul/Softmax,
-    converter/quant/unfuse_attention.py) gives the q4 graph's logits and greedy tokens, and refuses batches."""
+    """The q4 variant's WASM graph (int8 weights requantized from the int4 blocks in DynamicQuantizeMatMul,
+    GroupQueryAttention unfused to MatMul/Softmax, converter/quant/unfuse_attention.py) stays close to the q4
+    graph (its own numerics: int8 weights, uint8 activations; verify.json has its row), and refuses batches."""
     spec = open_bundle(bundle).variant("q4")
     ops = {n.op_type for n in onnx.load(str(bundle / spec["wasm_model"]), load_external_data=False).graph.node}
-    assert not ops & {"GroupQueryAttention", "MatMulNBits"} and "Softmax" in ops, ops
+    assert not ops & {"GroupQueryAttention", "MatMulNBits"} and {"Softmax", "DynamicQuantizeMatMul"} <= ops, ops
     c = compare(bundle, bundle, "q4", got_graph="wasm")
-    assert c["max_diff"] < Q4_LOGIT_TOL and c["top1"] == 1.0 and c["greedy_equal"], c
+    assert c["max_diff"] < 4.0 and c["top1"] >= 0.85, c  # measured: stories260K 1.90 / 0.898, tiny GQA 0.14 / 0.875
     wasm = OrtModel(bundle, "q4", graph="wasm")
     with pytest.raises(BundleError, match="one unpadded sequence"):
         wasm.forward(np.array([[5, 6, 7], [5, 6, 7]]))
