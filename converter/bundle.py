@@ -273,6 +273,7 @@ def build_manifest(
 ) -> dict:
     c = source.model.config
     arch = for_hf(c, f"{source.name} config")  # the family, and the context it is exact for (archs/*)
+    mc = arch.model_config(c)
     n_params = sum(p.numel() for p in source.model.parameters())
     files = list_files(root)
     sizes = {f["path"]: f["size"] for f in files}
@@ -315,8 +316,9 @@ def build_manifest(
             "rope_scaling": getattr(c, "rope_scaling", None),  # Mistral configs have none
             "tie_word_embeddings": c.tie_word_embeddings,
             "rms_norm_eps": c.rms_norm_eps,
+            "sliding_window": mc.sliding_window,  # keys each query sees (itself included), or null
         },
-        "context_length": arch.model_config(c).max_seq_len,
+        "context_length": mc.max_seq_len,
         "num_parameters": n_params,
         "tokenizer": {
             "file": "tokenizer.json",

@@ -53,7 +53,8 @@ GGUF_LAYER = {
     "down_bias": "blk.{i}.ffn_down.bias",
 }
 GGUF_GLOBAL = {"embed": "token_embd.weight", "norm": "output_norm.weight", "lm_head": "output.weight"}
-GGUF = WeightMap(rules(GGUF_LAYER), rules(GGUF_GLOBAL))
+# rope_freqs (Llama 3.1/3.2) is read into the config's llama3 rope_scaling (archs/gguf_keys.py), not into the graph.
+GGUF = WeightMap(rules(GGUF_LAYER), rules(GGUF_GLOBAL), ("rope_freqs.weight",))
 
 # llama2.c (run.c's TransformerWeights): per-layer arrays are named "<field>.{i}" by the reader.
 LLAMA2C_LAYER = {

@@ -3,16 +3,15 @@
 `open_reader` picks the streaming view (a TensorSource) of a path or hub id; `light_source` builds the
 LoadedSource the bundle writer needs (config, generation config, tokenizer, parameter count) around
 a weightless meta-device model, so a conversion without verification never holds the model in memory.
-The validation at the edge is the source readers' own (converter/sources/*); what the fused graph does
-not implement yet is refused here by name (`check_fused`).
+The validation at the edge is the source readers' own (converter/sources/*).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from webllama.converter.archs import ModelConfig, for_hf
-from webllama.converter.errors import UnsupportedArchitecture, UnsupportedSource
+from webllama.converter.archs import for_hf
+from webllama.converter.errors import UnsupportedSource
 from webllama.converter.sources import detect_kind, gguf, hf, llama2c
 from webllama.converter.sources.base import LoadedSource, sha256_file, sha256_files
 from webllama.converter.sources.tensors import TensorSource
@@ -24,22 +23,6 @@ def resolve(spec: str, revision: str | None) -> tuple[str, Path, str | None]:
     if kind == "hub":
         return "hf", hf.download(spec, revision), spec
     return kind, Path(spec), None
-
-
-# ModelConfig features the fused graph does not build yet -> what they are (refused, never dropped)
-FUSED_TODO: dict[str, str] = {
-    "qkv_bias": "q/k/v projection biases",
-    "o_bias": "an output projection bias",
-    "mlp_bias": "MLP biases",
-    "qk_norm": "per-head q/k RMSNorm",
-    "sliding_window": "sliding-window attention",
-}
-
-
-def check_fused(cfg: ModelConfig, where: str) -> None:
-    todo = [f"{k} ({why})" for k, why in FUSED_TODO.items() if getattr(cfg, k)]
-    if todo:
-        raise UnsupportedArchitecture(f"{where}: --graph fused does not implement {', '.join(todo)} yet; convert with --graph optimum")
 
 
 def open_reader(spec: str, revision: str | None = None) -> TensorSource:
@@ -57,7 +40,6 @@ def open_reader(spec: str, revision: str | None = None) -> TensorSource:
         reader = gguf.GGUFTensors(file, gguf.read_metadata(file))  # magic, header, truncation: one line each
     else:
         reader = llama2c.Llama2cTensors(llama2c._find_files(path)[0])
-    check_fused(reader.config, spec)
     return reader
 
 

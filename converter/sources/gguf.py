@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from webllama.converter.archs import for_gguf
-from webllama.converter.errors import BadFormat, MissingFile, UnsupportedArchitecture
+from webllama.converter.archs.gguf_keys import llama3_scaling
+from webllama.converter.errors import BadFormat, MissingFile
 from webllama.converter.sources.base import SOURCES, LoadedSource, SourceReader, check_model_finite, sha256_file
 from webllama.converter.sources.tensors import TensorSource
 
@@ -105,11 +106,10 @@ class GGUFTensors(TensorSource):
 
     def _config_kwargs(self, meta: dict) -> dict:
         names = set(self._tensors)
-        if "rope_freqs.weight" in names:
-            raise UnsupportedArchitecture(
-                f"{self.file}: GGUF rope_freqs (Llama-3 RoPE scaling factors) are not supported; convert the Hugging Face checkpoint"
-            )
         kw = self.arch.gguf_config(meta, names, str(self.file))
+        if "rope_freqs.weight" in names:  # Llama 3.1/3.2: the scaled frequencies as a tensor
+            dim = kw.get("head_dim") or kw["hidden_size"] // kw["num_attention_heads"]
+            kw["rope_scaling"] = llama3_scaling(self.read("rope_freqs.weight"), kw.get("rope_theta", 10000.0), dim, str(self.file))
         if "vocab_size" not in kw and "token_embd.weight" in self._tensors:
             kw["vocab_size"] = int(self._tensors["token_embd.weight"].shape[1])
         return kw
