@@ -25,8 +25,9 @@ class OrtModel:
         threads: int | None = None,
         graph: str = "default",
     ) -> None:
-        """graph: "default" (the variant's graph) or "wasm" (its dequantize-at-load graph, the one the browser
-        engine runs on WASM; converter/quant/unpack.py), run with the same session setting as there."""
+        """graph: "default" (the variant's graph) or "wasm" (its WASM graph, the one the browser engine runs on
+        WASM: int8 weights in DynamicQuantizeMatMul, converter/quant/unpack.py), run with the same session setting
+        as there."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -45,7 +46,8 @@ class OrtModel:
                     "variants get one); convert the bundle again with this version"
                 )
             model = self.spec["wasm_model"]
-            opts.add_session_config_entry("session.disable_quant_qdq", "1")  # fold its DequantizeLinear at load
+            # older bundles' WASM graph folds DequantizeLinear at load; the engine sets this for every WASM graph
+            opts.add_session_config_entry("session.disable_quant_qdq", "1")
         elif graph != "default":
             raise ValueError(f"graph must be 'default' or 'wasm', not {graph!r}")
         self.graph = graph
