@@ -41,7 +41,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     check_board_out(Path(args.out))
     rows = collect(args.results)
-    files = write_leaderboard(rows, Path(args.out))
+    try:
+        files = write_leaderboard(rows, Path(args.out))
+    except OSError as e:
+        from webllama.evalsuite.errors import EvalError
+
+        raise EvalError(f"cannot write --out {args.out} ({e.strerror}); choose a folder you can write to") from None
     print(Path(args.out, "leaderboard.md").read_text())
     print(f"leaderboard: {Path(args.out).resolve()}/index.html ({len(rows)} rows, {len(files)} files)")
     return 0

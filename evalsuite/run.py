@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -171,9 +172,11 @@ def _prepare_tasks(req: EvalRequest, out: Path, data_dir) -> tuple:
         out.mkdir(parents=True, exist_ok=True)
         tm = offline.task_manager(data_dir, out, req.include_paths)
         return tm, offline.check_tasks(list(req.tasks), tm, data_dir, req.include_paths)
-    except BaseException:
+    except BaseException as e:
         if created:
             shutil.rmtree(created[0], ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise RunMismatch(f"cannot write --output {out} ({e.strerror}); choose a folder you can write to") from None
         raise
 
 

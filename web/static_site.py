@@ -22,7 +22,6 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,18 +92,20 @@ def write_site(opts: SiteOptions) -> SiteSummary:
 
 
 def _make_tmp(out: Path) -> Path:
-    """The hidden folder the site is written into, with the mode a plain mkdir gives (mkdtemp's 0700 would
-    make a static server running as another user answer 403)."""
+    """The hidden folder the site is written into, made by a plain mkdir (mkdtemp's mode 0700 made a static
+    server running as another user answer 403)."""
+    from webllama.converter.bundle import remove_stale_scratch
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"  # the converter's scratch name: the next run removes it
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        remove_stale_scratch(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise SiteError(f"cannot write {out} ({e.strerror}); choose an --out folder you can write to") from None
         raise
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
     return tmp
 
 

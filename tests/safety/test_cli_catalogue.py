@@ -545,3 +545,13 @@ def test_published_bundle_names_its_source_without_local_paths(stories_dir, tmp_
     assert_one_line_failure(code, err, "--source")
     code, err = run_cli(["verify", str(out), "--source", str(stories_dir)], capsys)
     assert code == 0, err
+
+
+def test_site_is_readable_by_a_server_running_as_another_user(inputs, tmp_path, capsys):
+    (tmp_path / f".pub.partial-{2**22 + 7}").mkdir()  # a killed run's leftover (no such PID): removed
+    code, err = run_cli(["site", str(inputs["bundle"]), "--out", str(tmp_path / "pub")], capsys)
+    assert code == 0, err
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "pub").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pub"]
