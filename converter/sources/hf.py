@@ -155,8 +155,20 @@ def tensor_names(path: Path, files: list[Path]) -> list[str]:
             with safe_open(str(f), framework="pt") as handle:
                 names += list(handle.keys())
         else:
-            names += list(torch.load(f, map_location="cpu", weights_only=True, mmap=True))
+            names += list(_load_bin(f, torch))
     return names
+
+
+def _load_bin(f: Path, torch) -> dict:
+    """A pytorch_model*.bin state dict: memory-mapped where the file is a zip archive (torch >= 1.6)."""
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # the legacy (non-zip) format cannot be mapped
+        pass
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BadFormat(f"{f}: not a readable PyTorch state dict ({type(e).__name__}: {e}); download it again") from None
 
 
 def check_weights(path: Path, files: list[Path], config) -> None:

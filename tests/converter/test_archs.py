@@ -222,3 +222,17 @@ def test_llama2c_and_gguf_views_use_the_registry(stories_dir):
 
     view = Llama2cTensors(stories_dir / "stories260K.bin")
     assert view.arch.name == "llama" and view.config.n_layers == 5 and view.get("layers.4.q").shape == (64, 64)
+
+
+def test_pytorch_bin_checkpoints_are_checked_too(tmp_path, stories_dir):
+    """The torch loader (reference export, verification, native eval) refuses what the streaming view refuses."""
+    import torch
+    from safetensors.torch import load_file
+    from webllama.converter.sources import load_source
+
+    folder = make_tiny(tmp_path / "q2", stories_dir, "qwen2")
+    sd = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(sd | {"model.layers.0.mlp.up_proj.bias": torch.zeros(128)}, folder / "pytorch_model.bin")
+    with pytest.raises(UnusedTensor, match=r"does not use: model\.layers\.0\.mlp\.up_proj\.bias;"):
+        load_source(str(folder))
