@@ -555,3 +555,13 @@ def test_site_is_readable_by_a_server_running_as_another_user(inputs, tmp_path, 
     os.umask(umask)
     assert (tmp_path / "pub").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pub"]
+
+
+def test_no_git_noise_outside_a_checkout(tmp_path, monkeypatch, capfd):
+    """lm-eval records the current folder's git commit; outside a checkout git printed `fatal: ...`."""
+    from webllama.evalsuite.run import _git_describe
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert _git_describe() is None
+    assert capfd.readouterr().err == ""

@@ -44,6 +44,7 @@ JS_API = """async ([url, device, maxTokens, stopAfter]) => {
     runs[how] = { atStop, finish, tokens: usage && usage.completion_tokens, nextFinish: next.choices[0].finish_reason,
                   nextMs: performance.now() - t0 };
   }
+  const badMax = await engine.generateTokens([1], { max_tokens: -1 }).then(() => 'resolved', (e) => `${e.name}: ${e.message}`);
   engine.terminate();
   const after = [];
   for (const call of [() => engine.encode('x'), () => engine.generateTokens([1], { max_tokens: 2 }),
@@ -51,7 +52,7 @@ JS_API = """async ([url, device, maxTokens, stopAfter]) => {
     after.push(await Promise.race([call().then(() => 'resolved', (e) => `${e.name}: ${e.message}`),
                                    new Promise((r) => setTimeout(() => r('pending after 5 s'), 5000))]));
   }
-  return { provider: info.execution_provider, runs, after };
+  return { provider: info.execution_provider, runs, after, badMax };
 }"""
 
 
@@ -70,6 +71,7 @@ def test_js_api_stop_ends_within_two_tokens(page, s260_server, device):
         assert run["tokens"] <= run["atStop"] + 2, (how, run)
         assert run["nextFinish"] == "length" and run["nextMs"] < 5000, (how, run)
     assert all(a.startswith("NotLoadedError: the engine was terminated") for a in r["after"]), r["after"]
+    assert r["badMax"].startswith("InvalidRequestError") and "max_tokens" in r["badMax"], r["badMax"]
 
 
 @pytest.mark.parametrize("device", ["wasm", "webgpu"])
