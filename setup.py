@@ -1,11 +1,13 @@
 """Build hook only (the project is declared in pyproject.toml): a wheel also carries the npm files the
 page loads, copied at build time from web/node_modules (installed by `npm ci` from web/package-lock.json
 when absent) into webllama/web/node_modules, so an installed `webllama serve` fetches nothing at run
-time. Editable installs skip it: they serve the checkout's own web/node_modules."""
+time, and benchmarks/pages (the browser benchmark page of our engine). Editable installs skip both: they
+use the checkout's own folders."""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -31,6 +33,9 @@ class BuildPyWithVendor(build_py):
         node_modules = vendor.ensure_node_modules(ROOT / "web")
         written = vendor.copy_vendored(node_modules, Path(self.build_lib) / "webllama" / "web" / "node_modules")
         self.announce(f"vendored {len(written)} npm files into webllama/web/node_modules", level=2)
+        # `webllama bench --runtime browser` (and the demo's browser row) serve this page; see bench/web_server.py.
+        pages = Path(self.build_lib) / "webllama" / "evalsuite" / "bench" / "benchmarks" / "pages"
+        shutil.copytree(ROOT / "benchmarks" / "pages", pages, dirs_exist_ok=True)
 
 
 setup(cmdclass={"build_py": BuildPyWithVendor})

@@ -21,10 +21,18 @@ BENCH_MODULES = {
 }
 
 
+# A wheel carries benchmarks/pages here (setup.py): our own engine's page runs from an installed package; the
+# peers' npm packages (transformers.js, wllama) stay in a checkout's benchmarks/node_modules.
+PACKAGED_DIR = Path(__file__).resolve().parent / "benchmarks"
+
+
 def bench_dir(given: Path | None = None) -> Path:
-    """The benchmarks folder of a checkout (pages + its own node_modules; not part of the wheel): `given`,
-    else $WEBLLAMA_BENCHMARKS_DIR, else ./benchmarks (the repository root as the working directory)."""
-    return Path(given or os.environ.get(BENCH_DIR_ENV) or Path.cwd() / "benchmarks").resolve()
+    """The benchmarks folder (pages/ + node_modules/ of the peers): `given`, else $WEBLLAMA_BENCHMARKS_DIR,
+    else ./benchmarks (a checkout's root as the working directory), else the pages packaged in the wheel."""
+    chosen = given or os.environ.get(BENCH_DIR_ENV)
+    if chosen is None:
+        chosen = Path.cwd() / "benchmarks" if (Path.cwd() / "benchmarks" / "pages").is_dir() else PACKAGED_DIR
+    return Path(chosen).resolve()
 
 
 def npm_ready(folder: Path | None = None) -> bool:
@@ -61,9 +69,10 @@ def create_bench_app(bundle: Path | None, gguf: Path | None, folder: Path | None
 
 
 class BenchServer:
-    """The app on 127.0.0.1:<free port> in a daemon thread; `url`, `slug` (the bundle's /bundles/ segment)."""
+    """The app on 127.0.0.1:<free port> in a daemon thread; `url`, `slug` (the bundle's /bundles/ segment).
+    `peers=False`: only our engine's page is used, benchmarks/node_modules is not needed."""
 
-    def __init__(self, bundle: Path | None = None, gguf: Path | None = None, folder: Path | None = None) -> None:
+    def __init__(self, bundle: Path | None = None, gguf: Path | None = None, folder: Path | None = None, peers: bool = True) -> None:
         from werkzeug.serving import WSGIRequestHandler, make_server
 
         class QuietHandler(WSGIRequestHandler):
@@ -71,7 +80,9 @@ class BenchServer:
                 pass
 
         bench = bench_dir(folder)
-        if not npm_ready(bench):
+        if not (bench / "pages" / "index.html").is_file():
+            raise BenchError(f"{bench}/pages is missing: pass the checkout's benchmarks/ folder (or set ${BENCH_DIR_ENV})")
+        if peers and not npm_ready(bench):  # only the peer runtimes' pages import benchmarks/node_modules
             raise BenchError(
                 f"{bench}/node_modules is missing: run `npm ci --ignore-scripts` in the checkout's benchmarks/ "
                 f"(run from the repository root, or set ${BENCH_DIR_ENV})"

@@ -33,7 +33,7 @@ window.run = async (ids, n) => {
   const tokens = await engine.generateTokens(ids, { max_tokens: n, ignore_eos: true });
   const info = await engine.runtimeInfo();
   engine.terminate();
-  return { tokens, provider: info.execution_provider };
+  return { tokens, provider: info.execution_provider, graph: info.graph_file };
 };
 window.appReady = true;
 </script></body></html>
@@ -114,5 +114,7 @@ def test_app_outside_the_repo_generates_token_exact_with_ort(app, s260_bundle, b
         page.close()
     finally:
         srv.shutdown()
-    want = OrtModel(s260_bundle, variant="q4").greedy(PROMPT, max_new_tokens=N_NEW, eos=False)
-    assert got["provider"] == "wasm" and got["tokens"] == want, got
+    # On WASM the engine runs the q4 variant's WASM graph (converter/quant/unpack.py); onnxruntime CPU runs the same file.
+    assert got["provider"] == "wasm" and got["graph"] == "onnx/model_q4_wasm.onnx", got
+    want = OrtModel(s260_bundle, variant="q4", graph="wasm").greedy(PROMPT, max_new_tokens=N_NEW, eos=False)
+    assert got["tokens"] == want, got

@@ -60,6 +60,7 @@ export const Method = Object.freeze({
  * @property {boolean} cross_origin_isolated
  * @property {string} [ort_version]   onnxruntime-web's version
  * @property {number} context_length
+ * @property {string|null} context_limit_reason  why the engine caps the context below the manifest's, if it does
  * @property {number} load_s
  * @property {boolean} from_cache       every file came from the Cache API
  */

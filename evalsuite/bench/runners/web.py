@@ -140,12 +140,12 @@ def gpt2_detokenize(tokens: list[str]) -> str:
     return data.decode("utf-8", errors="ignore")
 
 
-def _bundle_common(req) -> tuple:
+def _bundle_common(req, peers: bool = True) -> tuple:
     from webllama.converter.manifest import open_bundle
     from webllama.evalsuite.bench.web_server import BenchServer
 
     bundle = open_bundle(req.target)
-    server = BenchServer(bundle=bundle.root)
+    server = BenchServer(bundle=bundle.root, peers=peers)
     variant = bundle.variant(req.variant)["name"]
     return bundle, server, variant
 
@@ -160,7 +160,7 @@ def _attach_model_facts(runner: PageRunner, bundle, variant: str) -> PageRunner:
 
 
 def make_webllama_runner(req) -> PageRunner:
-    bundle, server, variant = _bundle_common(req)
+    bundle, server, variant = _bundle_common(req, peers=False)  # our engine only: runs from an installed wheel
     opts = {
         "bundleUrl": f"/bundles/{server.slug}/",
         "variant": variant,
