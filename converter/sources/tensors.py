@@ -76,7 +76,14 @@ class TensorSource:
             return None
         if canonical.endswith((".q", ".k")) and rule.transform == "copy":
             return None  # callers undo llama.cpp's q/k permutation on raw rows: not for families stored unpermuted
-        return self.read_raw(rule.source)
+        got = self.read_raw(rule.source)
+        if got and got[0] == "Q4_0":  # blocks of (fp16 scale, 16 bytes): a NaN/Inf scale is a NaN/Inf weight
+            check_finite(
+                rule.source,
+                np.ascontiguousarray(np.asarray(got[1]).view(np.uint8).reshape(-1, 18)[:, :2]).view(np.float16),
+                self.where,
+            )
+        return got
 
     def layer_names(self, i: int) -> dict[str, str]:
         return {k: f"layers.{i}.{k}" for k in self.config.layer_tensors()}

@@ -565,3 +565,29 @@ def test_no_git_noise_outside_a_checkout(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert _git_describe() is None
     assert capfd.readouterr().err == ""
+
+
+def test_nan_scale_in_gguf_q4_0_blocks_names_the_tensor(tmp_path):
+    """Q4_0 is transcoded block for block (never dequantized): the check reads its fp16 scales."""
+    import gguf
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from webllama.converter.errors import NonFiniteWeights
+    from webllama.converter.graph.readers import GGUFTensorReader
+
+    from tests.converter.test_fused import write_q4_0_gguf
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2
+    )
+    path = tmp_path / "tiny.gguf"
+    write_q4_0_gguf(path, LlamaForCausalLM(cfg).eval())
+    t = next(t for t in gguf.GGUFReader(path).tensors if t.name == "blk.0.ffn_down.weight")
+    raw = bytearray(path.read_bytes())
+    raw[t.data_offset + 18 * 3 : t.data_offset + 18 * 3 + 2] = np.array([np.nan], np.float16).tobytes()  # block 3's scale
+    path.write_bytes(bytes(raw))
+    reader = GGUFTensorReader(path)
+    assert reader.raw("model.layers.0.self_attn.q_proj.weight") is not None  # the other tensors still read
+    with pytest.raises(NonFiniteWeights, match="blk.0.ffn_down.weight"):
+        reader.raw("model.layers.0.mlp.down_proj.weight")
