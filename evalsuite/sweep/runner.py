@@ -95,7 +95,10 @@ class Sweep:
                     last = time.time()
         except KeyboardInterrupt:
             for ref in self.running:
-                ray.cancel(ref, force=True)  # kills the worker (and so its Chromium); its .partial stays to resume
+                try:
+                    ray.cancel(ref, force=True)  # kills the worker (and so its Chromium); its .partial stays to resume
+                except Exception:  # Ctrl-C may have reached Ray's own processes first
+                    pass
             raise
         finally:
             self._save()
