@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from webllama.evalsuite.sweep.cluster import ClusterOptions, check_feasible, cluster
+from webllama.evalsuite.sweep.jobs import finished
 from webllama.evalsuite.sweep.plan import Job, build_plan, resolve_tasks
 from webllama.evalsuite.sweep.runner import JobState, Sweep
 from webllama.evalsuite.sweep.spec import SpecError, SweepError, SweepSpec, load_spec, parse_spec
@@ -69,6 +70,9 @@ def run_sweep(spec: SweepSpec, jobs: list[Job], out: Path, opts: ClusterOptions,
     """Run the plan on Ray (see cluster.py), then write OUT/leaderboard from what finished."""
     out.mkdir(parents=True, exist_ok=True)
     _write_marker(spec, jobs, out)
+    if all(finished(out, j.id) for j in jobs):  # nothing to run: no cluster to start
+        state = Sweep(jobs, out, log).run()
+        return SweepResult(out, state, jobs, write_board(out))
     with cluster(opts) as info:
         where = f"Ray cluster at {info.address}" if info.address else "local Ray cluster"
         res = ", ".join(f"{k} {v:g}" for k, v in sorted(info.resources.items()) if k in ("CPU", "GPU", "chromium"))

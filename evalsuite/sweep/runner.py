@@ -75,10 +75,13 @@ class Sweep:
     running: dict = field(default_factory=dict)  # ObjectRef -> Job
 
     def run(self) -> dict[str, JobState]:
+        self._load_done()
+        if all(st.status == "skipped" for st in self.state.values()):
+            self._save()
+            return self.state
         import ray
 
         remote = ray.remote(_execute_remote)
-        self._load_done()
         progress = Progress(sum(j.items for j in self.jobs))
         progress.items_done = sum(j.items for j in self.jobs if self.state[j.id].status == "skipped")
         last = 0.0
@@ -94,7 +97,8 @@ class Sweep:
                     self.log(progress.line(self._counts(), self._running_now(), len(self.jobs)))
                     last = time.time()
         except KeyboardInterrupt:
-            for ref in self.running:
+            for ref, job in self.running.items():
+                self.state[job.id].status = "pending"  # interrupted: the next run starts it again
                 try:
                     ray.cancel(ref, force=True)  # kills the worker (and so its Chromium); its .partial stays to resume
                 except Exception:  # Ctrl-C may have reached Ray's own processes first
