@@ -58,12 +58,12 @@ def make_tiny(folder: Path, stories_dir: Path, family: str, seed: int = 0, **ove
     cfg = getattr(transformers, config_class)(**(COMMON | kw | overrides))
     torch.manual_seed(seed)
     model = for_hf(cfg, family).transformers_class()(cfg).eval()
-    with torch.no_grad():  # peaked logits (greedy is meaningful) and non-trivial biases and norms
-        for p in model.parameters():
+    with torch.no_grad():  # peaked logits (greedy is meaningful), non-trivial biases and norms
+        for name, p in model.named_parameters():
             if p.dim() == 2:
                 p.mul_(4.0)
-            else:
-                p.add_(torch.randn_like(p) * 0.5)
+            else:  # small enough that no bias swamps the token's own signal (greedy would repeat one token)
+                p.add_(torch.randn_like(p) * (0.1 if name.endswith("bias") else 0.3))
     model.save_pretrained(folder, safe_serialization=True)
     pieces, scores = read_tokenizer_bin(stories_dir / "tok512.bin", 512)
     build_tokenizer(pieces, scores).save_pretrained(folder)

@@ -52,6 +52,7 @@ def test_family_converts_exactly(tmp_path, archs_root, stories_dir, family):
     manifest = open_bundle(bundle).manifest
     scored = min(384, manifest["context_length"] - 1)  # phi3 (longrope): exact within its 128-token short-factor range
     assert fp32["top1_agreement"] == 1.0 and fp32["greedy_match"] and fp32["tokens_scored"] == scored, fp32
+    assert fp32["max_abs_logit_diff"] < 1e-3, fp32  # every logit, not just the argmax
     assert q4["passed"] and q4["top1_agreement"] > 0.4, q4  # random weights: int4 moves them, not beyond recognition
     assert manifest["architecture"] == family.split("-")[0]
     spec = manifest["variants"]["q4"]
