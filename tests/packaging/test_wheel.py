@@ -104,7 +104,8 @@ def test_installed_package_is_the_wheel(venv, elsewhere):
 @pytest.fixture(scope="module")
 def demo(venv, elsewhere, stories_dir, benchmarks_dir) -> Path:
     work = elsewhere / "demo"
-    args = ["demo", str(stories_dir), "--workdir", str(work), "--tasks", "arc_easy", "--limit", "2", "--no-serve"]
+    # --no-bench: the speed jobs add a minute on 2 cores; the packaged bench page was checked with them once.
+    args = ["demo", str(stories_dir), "--workdir", str(work), "--tasks", "arc_easy", "--limit", "2", "--no-serve", "--no-bench"]
     run(venv, elsewhere, *args, "--data-dir", str(benchmarks_dir))
     return work
 
