@@ -63,7 +63,7 @@ def assert_wasm_graph_parity(bundle: Path) -> None:
     ops = {n.op_type for n in onnx.load(str(bundle / spec["wasm_model"]), load_external_data=False).graph.node}
     assert not ops & {"GroupQueryAttention", "MatMulNBits"} and {"Softmax", "DynamicQuantizeMatMul"} <= ops, ops
     c = compare(bundle, bundle, "q4", got_graph="wasm")
-    assert c["max_diff"] < 4.0 and c["top1"] >= 0.85, c  # measured: stories260K 1.90 / 0.898, tiny GQA 0.14 / 0.875
+    assert c["max_diff"] < 4.0 and c["top1"] >= 0.75, c  # measured (rtn): stories260K 1.90 / 0.898, tiny GQA 0.14 / 0.875
     wasm = OrtModel(bundle, "q4", graph="wasm")
     with pytest.raises(BundleError, match="one unpadded sequence"):
         wasm.forward(np.array([[5, 6, 7], [5, 6, 7]]))
