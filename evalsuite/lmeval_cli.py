@@ -5,7 +5,7 @@ the running process registers), so plain `lm_eval --model webllama-onnx` cannot 
 command registers them and hands every argument, unchanged, to lm-eval's CLI:
 
     webllama lm-eval --model webllama-onnx --model_args pretrained=BUNDLE,variant=q4 --tasks arc_easy --limit 50
-    webllama lm-eval --model webllama-browser --model_args pretrained=BUNDLE,device=wasm --tasks piqa
+    webllama lm-eval --model webllama-browser --model_args pretrained=BUNDLE --device wasm --tasks piqa
     webllama lm-eval --model webllama-native --model_args pretrained=HF_DIR --tasks hellaswag --include_path my_tasks/
     webllama lm-eval ls tasks                     # any lm-eval subcommand; `webllama lm-eval --help` is lm-eval's help
     python -m webllama.evalsuite.lmeval_cli ...   # the same without the root parser
