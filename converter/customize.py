@@ -167,7 +167,7 @@ def merge_adapters(source: LoadedSource, paths: tuple[str, ...], weights: tuple[
 
 def extend_context(source: LoadedSource, length: int, rope_type: str) -> None:
     """Stretch RoPE to `length` tokens with one of transformers' scaling types (factor = new / trained)."""
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    from webllama.converter.graph.rope import rotary_class
 
     if rope_type not in ROPE_TYPES:
         raise ConvertError(f"--rope-scaling {rope_type!r} is not supported; use one of {', '.join(ROPE_TYPES)}")
@@ -175,7 +175,7 @@ def extend_context(source: LoadedSource, length: int, rope_type: str) -> None:
     trained = cfg.max_position_embeddings
     if length <= trained:
         raise ConvertError(f"--context-length {length} is not longer than the trained {trained}; nothing to scale")
-    if cfg.rope_scaling:
+    if getattr(cfg, "rope_scaling", None):  # Mistral's config has no such field
         raise ConvertError(f"{source.name} already uses rope_scaling {cfg.rope_scaling}; stacking scalings is not supported")
     factor = length / trained
     scaling: dict = {"rope_type": rope_type, "factor": factor}
@@ -186,5 +186,5 @@ def extend_context(source: LoadedSource, length: int, rope_type: str) -> None:
     cfg.rope_scaling = scaling
     cfg.max_position_embeddings = length
     # The rotary module computed its frequencies from the old config: rebuild it from the new one.
-    source.model.model.rotary_emb = LlamaRotaryEmbedding(config=cfg)
+    source.model.model.rotary_emb = rotary_class(type(source.model))(config=cfg)  # the family's own (archs/*)
     source.tokenizer.model_max_length = length

@@ -214,3 +214,18 @@ def test_gguf_rope_freqs_become_llama3_scaling_on_the_fused_path(tmp_path, stori
     feeds |= {f"past_key_values.{i}.{k}": np.zeros((1, 2, 0, 16), np.float32) for i in range(2) for k in ("key", "value")}
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
     assert np.abs(got - want).max() < 1e-3 and (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_context_extension_uses_the_family_rotary(tmp_path, stories_dir):
+    """--context-length/--rope-scaling on a family whose config has no rope_scaling field (Mistral): the
+    family's own rotary module is rebuilt, and the fused graph stays exact over the stretched context."""
+    from webllama.converter.customize import Customization
+
+    src = make_tiny(tmp_path / "m", stories_dir, "mistral", max_position_embeddings=128)
+    out = tmp_path / "b"
+    custom = Customization(context_length=256, rope_scaling="linear")
+    convert(str(src), out, ConvertOptions(variants=parse_variants("fp32"), progress=False, customization=custom))
+    fp32 = verified(out)["fp32"]
+    assert fp32["top1_agreement"] == 1.0 and fp32["greedy_match"] and fp32["tokens_scored"] == 255, fp32
+    manifest = open_bundle(out).manifest
+    assert manifest["context_length"] == 256 and manifest["config"]["sliding_window"] == 24
