@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from webllama.converter.archs import for_hf
+
 GENAI_CONFIG = "genai_config.json"
 DEFAULT_ORDER = ("q4", "fp32", "fp16", "q4f16")
 
@@ -39,7 +41,9 @@ def _io_names(entry: dict) -> tuple[dict, dict]:
 def genai_config(
     config, variants: dict[str, dict], bos_token_id: int | None, eos_token_ids: list[int], pad_token_id: int | None
 ) -> dict:
-    """The genai_config.json dict for a bundle; `config` is the transformers LlamaConfig of the source."""
+    """The genai_config.json dict for a bundle; `config` is the transformers config of the source."""
+    arch = for_hf(config, "the source config")  # its family name is onnxruntime-genai's model type too
+    ctx = arch.model_config(config).max_seq_len  # the context the bundle is exact for (Phi-3 longrope: shorter)
     entry = variants[default_variant(variants)]
     inputs, outputs = _io_names(entry)
     head_size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -47,7 +51,7 @@ def genai_config(
     return {
         "model": {
             "bos_token_id": bos_token_id,
-            "context_length": config.max_position_embeddings,
+            "context_length": ctx,
             "decoder": {
                 "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},  # [] = CPU, as the builder writes for cpu
                 "filename": entry["model"],
@@ -61,10 +65,10 @@ def genai_config(
             },
             "eos_token_id": eos,
             "pad_token_id": pad_token_id if pad_token_id is not None else eos_token_ids[0],
-            "type": "llama",
+            "type": arch.name,
             "vocab_size": config.vocab_size,
         },
-        "search": _search_defaults(config.max_position_embeddings),
+        "search": _search_defaults(ctx),
     }
 
 

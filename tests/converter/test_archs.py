@@ -236,3 +236,22 @@ def test_pytorch_bin_checkpoints_are_checked_too(tmp_path, stories_dir):
     torch.save(sd | {"model.layers.0.mlp.up_proj.bias": torch.zeros(128)}, folder / "pytorch_model.bin")
     with pytest.raises(UnusedTensor, match=r"does not use: model\.layers\.0\.mlp\.up_proj\.bias;"):
         load_source(str(folder))
+
+
+def test_no_family_literal_outside_its_module():
+    """The Llama assumption lives in archs/llama.py only: no other converter module names LlamaForCausalLM /
+    LlamaConfig or the string "llama" in code (comments and docstrings may mention them)."""
+    import io
+    import tokenize
+
+    root = Path(__file__).resolve().parents[2] / "converter"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "archs" / "llama.py":
+            continue
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            named = tok.type == tokenize.NAME and tok.string in ("LlamaForCausalLM", "LlamaConfig")
+            quoted = tok.type == tokenize.STRING and tok.string.strip("\"'") in ("llama", "LlamaForCausalLM")
+            if named or quoted:
+                found.append(f"{path.relative_to(root)}:{tok.start[0]}")
+    assert not found, found
