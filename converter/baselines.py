@@ -33,7 +33,8 @@ def ggml_roundtrip(w: np.ndarray, type_name: str) -> np.ndarray:
 
     t = getattr(GGMLQuantizationType, type_name)
     if w.shape[-1] % GGML_QUANT_SIZES[t][0]:
-        # rows that are not whole blocks: llama.cpp's quantize falls back to a float type for such tensors
+        # Rows that are not whole blocks: llama.cpp's quantize refuses such a tensor for Q4_0/Q4_1/Q5_0 ("Unsupported
+        # tensor size"); the baseline keeps it F16, which favours the peer (webllama pads and quantizes it).
         return w.astype(np.float16).astype(np.float32)
     return quants.dequantize(quants.quantize(np.ascontiguousarray(w, dtype=np.float32), t), t).astype(np.float32)
 

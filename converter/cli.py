@@ -177,7 +177,7 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
         help=f"quantization recipe (default {DEFAULT_RECIPE}; measured in benchmarks/README.md): "
         + "; ".join(f"{k}: {r.linear.method} linears, {r.head.method} head" for k, r in RECIPES.items()),
     )
-    q.add_argument("--method", default=None, choices=METHODS.names(), help="method of the linear layers (default: the recipe's)")
+    q.add_argument("--method", default=None, help=f"method of the linear layers: {', '.join(METHODS.names())} (default: the recipe's)")
     q.add_argument("--block-size", type=int, default=None, choices=list(BLOCK_SIZES), help="block size of the linear layers")
     q.add_argument("--asymmetric", action="store_true", default=None, help="linear layers with integer zero points")
     q.add_argument("--symmetric", dest="asymmetric", action="store_false", help="linear layers without zero points")
@@ -194,7 +194,7 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     )
     q.add_argument("--lm-head-block-size", type=int, default=None, choices=list(BLOCK_SIZES), help="output projection block size")
     q.add_argument("--lm-head-symmetric", action="store_true", help="output projection without zero points")
-    q.add_argument("--lm-head-method", default=None, choices=METHODS.names(), help="output projection method")
+    q.add_argument("--lm-head-method", default=None, help=f"output projection method: {', '.join(METHODS.names())}")
     q.add_argument(
         "--override",
         action="append",
@@ -207,6 +207,9 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
         "--float-embedding", action="store_true", help="keep the embedding lookup float (Gather): transformers.js's WASM build"
     )
     q.add_argument("--no-tie-once", action="store_true", help="store a tied embedding twice (its own int4 table)")
+    q.add_argument(
+        "--awq", action="store_true", default=None, help="activation-aware scales folded into the RMSNorm weights (calibrated)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from webllama.converter.bundle import add_wasm_graphs, build_manifest, staging_d
 from webllama.converter.customize import Customization
 from webllama.converter.graph import GRAPHS  # noqa: E402
 from webllama.converter.manifest import Bundle, open_bundle
-from webllama.converter.quant.calibrate import QuantStore, calibration_batches, calibration_text, quantize_weights
+from webllama.converter.quant.calibrate import OverlayReader, QuantStore, calibration_batches, calibration_text, quantize_weights
 from webllama.converter.quant.policy import QuantSpec, recipe
 from webllama.converter.sources import load_source
 from webllama.converter.sources.base import LoadedSource
@@ -148,6 +148,7 @@ def write_graphs(reader, src: LoadedSource, opts: ConvertOptions, tmp: Path, sto
             variants[v.name] = write_variant(make_variant(base, v, opts.quant, store, canonical), tmp, v)
             bar.update(reader.config.n_layers)
         else:
-            variants[v.name] = write_fused_variant(reader, tmp, v, opts.quant, lambda _i: bar.update(), store)
+            src_reader = OverlayReader(reader, store.floats) if (v.int4 and store is not None and store.floats) else reader
+            variants[v.name] = write_fused_variant(src_reader, tmp, v, opts.quant, lambda _i: bar.update(), store)
         gc.collect()
     return variants

@@ -83,6 +83,7 @@ class QuantStore:
     _mem: dict[str, NBits] = field(default_factory=dict)
     _disk: dict[str, Path] = field(default_factory=dict)
     _held: int = 0
+    floats: dict[str, np.ndarray] = field(default_factory=dict)  # float tensors the recipe changed (AWQ's norms)
 
     def put(self, name: str, w: NBits) -> None:
         size = w.packed.nbytes + w.scales.nbytes
@@ -116,7 +117,7 @@ class QuantStore:
 # ---------------------------------------------------------------- the pass
 
 
-def _quantize(reader, name: str, tq: TensorQuant, stats: Stats | None) -> NBits:
+def _quantize(reader, name: str, tq: TensorQuant, stats: Stats | None, w: np.ndarray | None = None) -> NBits:
     """One weight (canonical name): GGUF Q4_0 transcoded exactly where the recipe is its grid (rtn, symmetric
     int4, block 32); q/k rows stored in llama.cpp's interleaved order are permuted back (rows only: exact)."""
     if tq.method == "rtn" and tq.bits == 4 and tq.symmetric and tq.block_size == 32:
@@ -131,7 +132,8 @@ def _quantize(reader, name: str, tq: TensorQuant, stats: Stats | None) -> NBits:
                 w = NBits(w.packed[rows], w.scales[rows], None, w.k, w.n, w.bits, w.block_size)
             return w
     use = stats if tq.method != "rtn" else None
-    return pack_blocks(quantize_weight(reader.get(name), tq.method, tq.bits, tq.block_size, tq.symmetric, use))
+    w = reader.get(name) if w is None else w
+    return pack_blocks(quantize_weight(w, tq.method, tq.bits, tq.block_size, tq.symmetric, use))
 
 
 def _rope_heads(c, name: str) -> int | None:
@@ -175,17 +177,70 @@ def _quantize_all(reader, spec: QuantSpec, calibration, store: QuantStore, needs
     runner = _LayerRunner(reader, calibration, needs == "hessian") if needs else None
     for i in range(c.n_layers):
         stats = runner.stats(i) if runner else {}
+        scales = awq_scales(reader, spec, i, stats) if (spec.awq and runner) else {}
         for name in layer_linears(c, i):
             tq = spec.for_tensor(name)
-            if tq is not None:
-                store.put(name, _quantize(reader, name, tq, stats.get(name)))
+            if tq is None:
+                continue
+            w, st = reader.get(name), stats.get(name)
+            norm = AWQ_GROUPS.get(name.rsplit(".", 1)[1])
+            if norm in scales:  # x W^T = (x / s) (W s)^T: quantize W s, the norm absorbs 1 / s
+                w, st = w * scales[norm][None, :], _scaled_stats(st, scales[norm])
+            store.put(name, _quantize(reader, name, tq, st, w))
+        for norm, sc in scales.items():
+            store.floats[f"layers.{i}.{norm}"] = reader.get(f"layers.{i}.{norm}") / sc
         if runner:
-            runner.advance(i, store)
+            runner.advance(i, store, scales)
         if progress:
             progress(f"layer {i + 1}/{c.n_layers}")
     _quantize_head_and_embedding(reader, spec, store, runner)
     store.record = {"calibrated": bool(runner), "statistics": needs}
     return store
+
+
+# ---------------------------------------------------------------- AWQ: activation-aware scales folded into the norms
+
+# projection -> the RMSNorm whose weight feeds its input (where a per-channel scale can be folded without a graph change)
+AWQ_GROUPS = {"q": "attn_norm", "k": "attn_norm", "v": "attn_norm", "gate": "mlp_norm", "up": "mlp_norm"}
+AWQ_GRID = tuple(i / 10 for i in range(11))
+
+
+def awq_scales(reader, spec: QuantSpec, i: int, stats: dict[str, Stats]) -> dict[str, np.ndarray]:
+    """Per input channel scales s = rms(x)^alpha of each norm-fed group (AWQ, Lin et al. 2023), alpha searched on a
+    grid to minimize the group's output error tr(dW H dW^T) under round-to-nearest of W s (dW = Q(W s)/s - W).
+    alpha = 0 (s = 1) is in the grid, so the chosen scales never raise that error. o_proj and down_proj are left:
+    their inputs come from attention / the gated product, not from a norm whose weight could absorb a scale."""
+    out = {}
+    for norm in sorted(set(AWQ_GROUPS.values())):
+        names = [f"layers.{i}.{k}" for k, n in AWQ_GROUPS.items() if n == norm and spec.for_tensor(f"layers.{i}.{k}")]
+        names = [n for n in names if n in stats and stats[n].hessian is not None]
+        if not names or norm not in reader.config.layer_tensors():
+            continue
+        w = np.concatenate([reader.get(n) for n in names])  # (sum of outputs, K)
+        h = stats[names[0]].hessian
+        rms = np.sqrt(np.maximum(stats[names[0]].imatrix, 1e-12))
+        tq = spec.for_tensor(names[0])
+        best, best_loss = None, None
+        for alpha in AWQ_GRID:
+            sc = rms**alpha
+            sc = sc / np.sqrt(sc.max() * sc.min())
+            dq = quantize_weight(w * sc[None, :], "rtn", tq.bits, tq.block_size, tq.symmetric).dequantize() / sc[None, :]
+            dw = dq - w
+            loss = float(np.einsum("nk,kj,nj->", dw, h, dw))
+            if best_loss is None or loss < best_loss:
+                best, best_loss = sc, loss
+        if best is not None and not np.allclose(best, 1.0):
+            out[norm] = best.astype(np.float32)
+    return out
+
+
+def _scaled_stats(st: Stats | None, sc: np.ndarray) -> Stats | None:
+    """Statistics of x / s (the scaled projection's input)."""
+    if st is None:
+        return None
+    inv = 1.0 / sc.astype(np.float64)
+    h = None if st.hessian is None else st.hessian * np.outer(inv, inv)
+    return Stats(imatrix=st.imatrix * inv * inv, hessian=h, tokens=st.tokens)
 
 
 def _quantize_head_and_embedding(reader, spec: QuantSpec, store: QuantStore, runner) -> None:
@@ -206,6 +261,20 @@ def _quantize_head_and_embedding(reader, spec: QuantSpec, store: QuantStore, run
         return  # GatherBlockQuantized reads 4-bit codes over whole blocks: keep the table float otherwise
     method = "search" if own.method == "gptq" else own.method  # a lookup has no input activations
     store.put("embed", _quantize(reader, "embed", TensorQuant(4, own.block_size, own.symmetric, method), None))
+
+
+class OverlayReader:
+    """A reader whose float tensors the recipe changed (AWQ-scaled norms) come from the store: what an int4
+    variant's graph reads. Everything else is the wrapped reader's."""
+
+    def __init__(self, reader, floats: dict[str, np.ndarray]) -> None:
+        self._reader, self._floats = reader, floats
+
+    def get(self, name: str) -> np.ndarray:
+        return self._floats[name] if name in self._floats else self._reader.get(name)
+
+    def __getattr__(self, attr: str):
+        return getattr(self._reader, attr)
 
 
 class _HeadView:
@@ -249,7 +318,7 @@ def _meta_model(config):
     config = config.__class__.from_dict(config.to_dict())
     config._attn_implementation = "sdpa"  # causal without a mask tensor
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)  # calibration runs in float32
 
 
 def _hf_layer_map(reader, i: int) -> dict[str, list[tuple[str, str]]]:
@@ -316,16 +385,18 @@ class _LayerRunner:
         import torch
 
         layer = self._build(i)
-        acc: dict[str, list] = {}
-        last: list = [None, None]  # (input tensor, its product): q/k/v (and gate/up) read the same input
+        acc: dict[str, torch.Tensor] = {}  # input group (its first module) -> sum of x x^T (or of x^2)
+        group_of: dict[str, str] = {}  # module -> its input group: q/k/v (and gate/up) read one input
+        last: list = [None, None]  # (the input tensor seen last, its group)
 
         def hook(name):
             def fn(_m, inp, _out):
                 if last[0] is not inp[0]:
                     x = inp[0].reshape(-1, inp[0].shape[-1])
-                    last[0], last[1] = inp[0], ((x.T @ x).double() if self.hessians else (x * x).sum(0).double())
-                a = acc.setdefault(name, [0.0])
-                a[0] = a[0] + last[1]
+                    prod = (x.T @ x).double() if self.hessians else (x * x).sum(0).double()
+                    acc[name] = acc[name] + prod if name in acc else prod
+                    last[0], last[1] = inp[0], name
+                group_of.setdefault(name, last[1])
 
             return fn
 
@@ -335,18 +406,19 @@ class _LayerRunner:
         for h in handles:
             h.remove()
         self._layer = layer
-        out = {}
-        for n, (s,) in acc.items():
+        shared = {}
+        for g, s in acc.items():
             diag = torch.diag(s) if self.hessians else s
-            st = Stats(imatrix=(diag / self.tokens).numpy(), hessian=s.numpy() if self.hessians else None, tokens=self.tokens)
+            shared[g] = Stats(imatrix=(diag / self.tokens).numpy(), hessian=s.numpy() if self.hessians else None, tokens=self.tokens)
+        out = {}
+        for n, g in group_of.items():
             for canonical, _ in self.map.get(f"{n}.weight", []):  # a packed projection's parts share its input
-                out[canonical] = st
+                out[canonical] = shared[g]
         return out
 
-    def advance(self, i: int, store: QuantStore) -> None:
+    def advance(self, i: int, store: QuantStore, scales: dict[str, np.ndarray] | None = None) -> None:
         """Run layer i with its quantized weights: the next layer's inputs carry this layer's error."""
         import torch
-        from webllama.converter.graph.quantize import unpack_nbits
 
         layer = self._layer
         with torch.no_grad():
@@ -354,11 +426,20 @@ class _LayerRunner:
                 parts = self.map.get(f"{n}.weight") if isinstance(m, torch.nn.Linear) else None
                 if not parts or not all(c in store for c, _ in parts):
                     continue
-                w = np.concatenate([unpack_nbits(store.get(c)).dequantize() for c, _ in parts])
+                w = np.concatenate([self._effective(store, c, scales or {}) for c, _ in parts])
                 m.weight.copy_(torch.from_numpy(w))
         self.h = self._forward(layer)
         layer.to_empty(device="meta")  # free the layer's CPU weights: memory stays one layer
         self._layer = None
+
+    @staticmethod
+    def _effective(store: QuantStore, canonical: str, scales: dict[str, np.ndarray]) -> np.ndarray:
+        """The quantized weight in the float model's own parametrization (an AWQ scale divided back out)."""
+        from webllama.converter.graph.quantize import unpack_nbits
+
+        w = unpack_nbits(store.get(canonical)).dequantize()
+        norm = AWQ_GROUPS.get(canonical.rsplit(".", 1)[1])
+        return w / scales[norm][None, :] if norm in scales else w
 
     def head_stats(self) -> Stats:
         """Statistics of the output projection's input: the final norm of the last layer's output."""

@@ -136,6 +136,21 @@ def _stored(store, names: list[str] | None) -> NBits | None:
     return concat_nbits(parts)
 
 
+def _replace_floats(g: onnx.GraphProto, store, canonical: dict[str, list[str]]) -> None:
+    """Float tensors the recipe changed (AWQ-scaled RMSNorm weights), found by their HF initializer names."""
+    if not store.floats:
+        return
+    by_name = {t.name: t for t in g.initializer}
+    for hf, names in canonical.items():
+        if len(names) != 1 or names[0] not in store.floats:
+            continue
+        if hf not in by_name:
+            raise ValueError(f"the reference export has no initializer {hf!r} to carry the recipe's scaled {names[0]}")
+        old = by_name[hf]
+        dtype = np.float16 if old.data_type == TensorProto.FLOAT16 else np.float32
+        old.CopyFrom(numpy_helper.from_array(store.floats[names[0]].astype(dtype), hf))
+
+
 def quantize_int4(model: onnx.ModelProto, spec: QuantSpec, store, canonical: dict[str, list[str]]) -> onnx.ModelProto:
     """Replace the graph's MatMuls (and the embedding Gather) by the store's int4 weights, in place.
     canonical: HF weight name -> canonical tensors (converter/quant/calibrate.py `hf_names`)."""
@@ -164,6 +179,7 @@ def quantize_int4(model: onnx.ModelProto, spec: QuantSpec, store, canonical: dic
         g.node[idx].CopyFrom(new)
         g.initializer.extend(extra)
         used.add(node.input[1])
+    _replace_floats(g, store, canonical)
     still = {i for n in g.node for i in n.input}
     for t in [t for t in g.initializer if t.name in used and t.name not in still]:
         g.initializer.remove(t)

@@ -26,7 +26,7 @@ The numerics are onnxruntime's where they exist (`rtn` calls its C++ quantizer; 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ class Stats:
     imatrix: np.ndarray
     hessian: np.ndarray | None = None
     tokens: int = 0
+    cache: dict = field(default_factory=dict, repr=False)  # GPTQ's inverse-Hessian factor, shared by q/k/v
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _blocked(w: np.ndarray, block: int) -> torch.Tensor:
     """(N, K) -> (N, n_blocks, block) float64, K zero-padded to whole blocks."""
     n, k = w.shape
     nb = -(-k // block)
-    t = torch.zeros((n, nb * block), dtype=torch.float64)
+    t = torch.zeros((n, nb * block), dtype=torch.float32)
     t[:, :k] = torch.from_numpy(np.asarray(w, dtype=np.float32))
     return t.view(n, nb, block)
 
@@ -109,59 +110,56 @@ def _weights(x: torch.Tensor, importance: torch.Tensor | None) -> torch.Tensor:
 
 
 def _fit(x: torch.Tensor, wt: torch.Tensor, lvl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares scale for fixed integer levels l (x ~ s*l) and its weighted error reduction sumlx^2/suml2."""
+    """Least-squares scale for fixed integer levels l (x ~ s*l) and its weighted error reduction sumlx^2/suml2
+    (the error at that scale is sum(wt x^2) - sumlx^2/suml2, so a larger gain is a smaller error)."""
     sumlx = (wt * x * lvl).sum(-1)
     suml2 = (wt * lvl * lvl).sum(-1)
     ok = suml2 > 0
-    scale = torch.where(ok, sumlx / torch.where(ok, suml2, 1.0), 0.0)
-    gain = torch.where(ok, sumlx * sumlx / torch.where(ok, suml2, 1.0), -1.0)
-    return scale, gain
+    safe = torch.where(ok, suml2, 1.0)
+    return torch.where(ok, sumlx / safe, 0.0), torch.where(ok, sumlx * sumlx / safe, -1.0)
+
+
+def _pick(gain: torch.Tensor, *values: torch.Tensor) -> list[torch.Tensor]:
+    """Along the leading candidate axis: each value at the candidate of largest gain."""
+    best = gain.argmax(dim=0, keepdim=True)
+    return [torch.gather(v, 0, best).squeeze(0) for v in values]
 
 
 def _search_symmetric(x: torch.Tensor, wt: torch.Tensor, bits: int, steps: int = 9):
-    """x, wt: (..., B). Returns (scale, codes (..., B)) with codes in 0..2^bits-1, zero point 2^(bits-1)."""
+    """x, wt: (..., B). Returns (scale, codes (..., B)) with codes in 0..2^bits-1, zero point 2^(bits-1).
+    All candidates at once on a leading axis: candidate i maps the block's extreme value to -(nmax + 0.1 i)."""
     nmax = 1 << (bits - 1)
-    idx = x.abs().argmax(dim=-1, keepdim=True)
-    amax = torch.gather(x, -1, idx)  # signed value of largest magnitude
-    best_gain = torch.full(x.shape[:-1], -2.0, dtype=x.dtype)
-    best_scale = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    amax = torch.gather(x, -1, x.abs().argmax(dim=-1, keepdim=True))  # signed value of largest magnitude
     safe = torch.where(amax == 0, 1.0, amax)
-    for i in range(-steps, steps + 1):
-        iscale = -(nmax + 0.1 * i) / safe  # candidate: the extreme value maps near -nmax (onnxruntime's convention)
-        lvl = torch.clamp(torch.round(x * iscale), -nmax, nmax - 1)
-        scale, gain = _fit(x, wt, lvl)
-        better = gain > best_gain
-        best_gain, best_scale = torch.where(better, gain, best_gain), torch.where(better, scale, best_scale)
-    s = best_scale.unsqueeze(-1)
-    lvl = torch.clamp(torch.round(x / torch.where(s == 0, 1.0, s)), -nmax, nmax - 1)
-    lvl = torch.where(s == 0, 0.0, lvl)
-    return best_scale, (lvl + nmax)
+    steps_t = torch.arange(-steps, steps + 1, dtype=x.dtype).view(-1, *([1] * x.dim()))
+    iscale = -(nmax + 0.1 * steps_t) / safe  # (C, ..., 1)
+    lvl = torch.clamp(torch.round(x * iscale), -nmax, nmax - 1)
+    scale, gain = _fit(x, wt, lvl)
+    (scale,) = _pick(gain, scale)
+    s = scale.unsqueeze(-1)
+    lvl = torch.where(s == 0, 0.0, torch.clamp(torch.round(x / torch.where(s == 0, 1.0, s)), -nmax, nmax - 1))
+    return scale, lvl + nmax
 
 
 def _search_asymmetric(x: torch.Tensor, wt: torch.Tensor, bits: int, steps: int = 10):
     """x ~ s * (q - z), q in 0..qmax and integer z in 0..qmax. Candidate ranges shrink/grow the block's
-    [min(x, 0), max(x, 0)]; for each, z is rounded and s refit by weighted least squares."""
+    [min(x, 0), max(x, 0)]; for each, z is rounded and s refit by weighted least squares (all at once)."""
     qmax = (1 << bits) - 1
     lo = torch.clamp(x.min(dim=-1).values, max=0.0)
     hi = torch.clamp(x.max(dim=-1).values, min=0.0)
     rng = torch.where(hi - lo == 0, 1.0, hi - lo)
-    best_gain = torch.full(x.shape[:-1], -2.0, dtype=x.dtype)
-    best_scale = torch.zeros(x.shape[:-1], dtype=x.dtype)
-    best_z = torch.zeros(x.shape[:-1], dtype=x.dtype)
-    for i in range(-steps, steps + 1):
-        for shift in (0.0, 0.5, -0.5):  # also slide the window: the zero point is rounded
-            s0 = rng / (qmax + 0.1 * i)
-            z = torch.clamp(torch.round(-lo / s0 + shift * 0.5), 0, qmax)
-            q = torch.clamp(torch.round(x / s0.unsqueeze(-1)) + z.unsqueeze(-1), 0, qmax)
-            scale, gain = _fit(x, wt, q - z.unsqueeze(-1))
-            better = gain > best_gain
-            best_gain = torch.where(better, gain, best_gain)
-            best_scale, best_z = torch.where(better, scale, best_scale), torch.where(better, z, best_z)
-    # codes for the chosen (scale, z): round once more with the refit scale
-    s = best_scale.unsqueeze(-1)
-    q = torch.clamp(torch.round(x / torch.where(s == 0, 1.0, s)) + best_z.unsqueeze(-1), 0, qmax)
-    q = torch.where(s == 0, best_z.unsqueeze(-1), q)
-    return best_scale, q, best_z
+    steps_t = torch.arange(-steps, steps + 1, dtype=x.dtype).repeat(3).view(-1, *([1] * rng.dim()))
+    # the zero point is rounded, so each range is also tried with the window slid by a quarter step either way
+    shift = torch.tensor([0.0, 0.25, -0.25], dtype=x.dtype).repeat_interleave(2 * steps + 1).view(-1, *([1] * rng.dim()))
+    s0 = rng / (qmax + 0.1 * steps_t)  # (C, ...)
+    z = torch.clamp(torch.round(-lo / s0 + shift), 0, qmax)
+    q = torch.clamp(torch.round(x / s0.unsqueeze(-1)) + z.unsqueeze(-1), 0, qmax)
+    scale, gain = _fit(x, wt, q - z.unsqueeze(-1))
+    scale, z = _pick(gain, scale, z)
+    s = scale.unsqueeze(-1)
+    q = torch.clamp(torch.round(x / torch.where(s == 0, 1.0, s)) + z.unsqueeze(-1), 0, qmax)
+    q = torch.where(s == 0, z.unsqueeze(-1), q)
+    return scale, q, z
 
 
 def search_grid(x: torch.Tensor, wt: torch.Tensor, bits: int, symmetric: bool):
@@ -187,15 +185,25 @@ def _to_blocks(scale, codes, zps, k: int, bits: int, block: int) -> Blocks:
 def _importance(stats: Stats | None, k: int, block: int) -> torch.Tensor | None:
     if stats is None:
         return None
-    imp = torch.zeros(-(-k // block) * block, dtype=torch.float64)
-    imp[:k] = torch.from_numpy(np.asarray(stats.imatrix, dtype=np.float64))
+    imp = torch.zeros(-(-k // block) * block, dtype=torch.float32)
+    imp[:k] = torch.from_numpy(np.asarray(stats.imatrix, dtype=np.float32))
     return imp.view(1, -1, block)
 
 
+SEARCH_CHUNK = 1 << 19  # elements of W searched at once (x 63 candidates in float32: ~130 MB per temporary)
+
+
 def quantize_search(w: np.ndarray, bits: int, block_size: int, symmetric: bool, stats: Stats | None = None) -> Blocks:
-    x = _blocked(w, block_size)
-    wt = _weights(x, _importance(stats, w.shape[1], block_size))
-    scale, codes, zps = search_grid(x, wt, bits, symmetric)
+    x_all = _blocked(w, block_size)
+    imp = _importance(stats, w.shape[1], block_size)
+    rows = max(1, SEARCH_CHUNK // max(1, w.shape[1]))
+    parts = []
+    for r in range(0, x_all.shape[0], rows):
+        x = x_all[r : r + rows]
+        parts.append(search_grid(x, _weights(x, imp), bits, symmetric))
+    scale = torch.cat([p[0] for p in parts])
+    codes = torch.cat([p[1] for p in parts])
+    zps = None if symmetric else torch.cat([p[2] for p in parts])
     return _to_blocks(scale, codes, zps, w.shape[1], bits, block_size)
 
 
@@ -220,16 +228,18 @@ def quantize_gptq(
         raise ValueError("gptq needs calibration statistics (a Hessian per weight)")
     n, k = w.shape
     kp = -(-k // block_size) * block_size
-    W = torch.zeros((n, kp), dtype=torch.float64)
+    W = torch.zeros((n, kp), dtype=torch.float32)  # float32 updates; the factorization is float64
     W[:, :k] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-    H = torch.zeros((kp, kp), dtype=torch.float64)
-    H[:k, :k] = torch.from_numpy(np.asarray(stats.hessian, dtype=np.float64))
-    U = _hinv_cholesky(H, damp)
-    imp = torch.diag(H) / max(stats.tokens, 1)
+    key = ("hinv", kp, damp)
+    if key not in stats.cache:  # one factorization per input: q/k/v (and gate/up) share their Stats
+        H = torch.zeros((kp, kp), dtype=torch.float64)
+        H[:k, :k] = torch.from_numpy(np.asarray(stats.hessian, dtype=np.float64))
+        stats.cache[key] = (_hinv_cholesky(H, damp).to(torch.float32), (torch.diag(H) / max(stats.tokens, 1)).to(torch.float32))
+    U, imp = stats.cache[key]
     nblk = kp // block_size
-    scales = torch.zeros((n, nblk), dtype=torch.float64)
-    zps = None if symmetric else torch.zeros((n, nblk), dtype=torch.float64)
-    codes = torch.zeros((n, kp), dtype=torch.float64)
+    scales = torch.zeros((n, nblk), dtype=torch.float32)
+    zps = None if symmetric else torch.zeros((n, nblk), dtype=torch.float32)
+    codes = torch.zeros((n, kp), dtype=torch.float32)
     zdefault = float(1 << (bits - 1))
     qmax = (1 << bits) - 1
     for b in range(nblk):  # GPTQ's lazy batch = one quantization block: the grid is fixed when the block is entered

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from webllama.converter.errors import UnsupportedVariant
 
 BLOCK_SIZES = (16, 32, 64, 128)
+# Methods known and refused: their zero points are floats, which the browser's kernels (WebGPU MatMulNBits, the
+# WASM graph's integer requantization) do not read.
+REFUSED_METHODS = {"hqq": "HQQ's float zero points have no WebGPU kernel, so its bundles cannot run in the browser"}
 BITS = (4, 8)
 
 
@@ -35,6 +38,10 @@ class TensorQuant:
             raise UnsupportedVariant(f"{where}: {self.bits} bits is not supported; use one of {BITS} (or 0 = float)")
         if self.block_size not in BLOCK_SIZES:
             raise UnsupportedVariant(f"{where}: block size {self.block_size} is not supported; use one of {BLOCK_SIZES}")
+        if self.method in REFUSED_METHODS:
+            raise UnsupportedVariant(
+                f"{where}: method {self.method!r} is refused: {REFUSED_METHODS[self.method]}; use one of {', '.join(METHODS.names())}"
+            )
         if self.method not in METHODS:
             raise UnsupportedVariant(f"{where}: unknown quantization method {self.method!r}; use one of {', '.join(METHODS.names())}")
 
@@ -55,6 +62,7 @@ class QuantSpec:
     overrides: tuple[tuple[str, TensorQuant], ...] = ()
     embedding: bool = True  # int4 embedding lookup (GatherBlockQuantized); False keeps it float (transformers.js WASM)
     tie_once: bool = True  # a tied embedding is stored once: the head's int4 bytes serve the lookup as well
+    awq: bool = False  # activation-aware per-channel scales folded into the RMSNorm weights (calibrate.awq_scales)
     accuracy_level: int | None = None  # MatMulNBits compute type on CPU; None = kernel default
     calibration: str | None = None  # None: the built-in corpus; else a UTF-8 text file (only methods that use it)
     calibration_tokens: int = 8192
@@ -82,6 +90,8 @@ class QuantSpec:
         from webllama.converter.quant.methods import METHODS
 
         needs = {METHODS.get(t.method).needs for t in (self.linear, self.head, *(o for _, o in self.overrides)) if t.bits}
+        if self.awq:
+            needs.add("hessian")
         return "hessian" if "hessian" in needs else ("imatrix" if "imatrix" in needs else None)
 
     def to_json(self) -> dict:
@@ -106,6 +116,7 @@ RECIPES: dict[str, QuantSpec] = {
     "rtn": QuantSpec(linear=_q(4, 32, True, "rtn"), head=_q(4, 16, False, "rtn"), tie_once=False, recipe="rtn"),
     "search": QuantSpec(linear=_q(4, 32, False, "search"), head=_q(4, 32, False, "search"), recipe="search"),
     "gptq": QuantSpec(linear=_q(4, 32, False, "gptq"), head=_q(4, 32, False, "search"), recipe="gptq"),
+    "awq-gptq": QuantSpec(linear=_q(4, 32, False, "gptq"), head=_q(4, 32, False, "search"), awq=True, recipe="awq-gptq"),
 }
 DEFAULT_RECIPE = "gptq"
 
@@ -147,6 +158,7 @@ OPTIONS = (
     "calibration_tokens",
     "float_embedding",
     "no_tie_once",
+    "awq",
 )
 
 
@@ -177,6 +189,8 @@ def from_options(quant: str = DEFAULT_RECIPE, **opts) -> QuantSpec:
         changes["embedding"] = False
     if g("no_tie_once"):
         changes["tie_once"] = False
+    if g("awq") is not None:
+        changes["awq"] = bool(g("awq"))
     return replace(spec, **changes)
 
 

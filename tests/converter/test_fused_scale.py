@@ -81,11 +81,15 @@ def write_random_llama(folder: Path, n_layers: int, stories_dir: Path) -> None:
 
 
 def convert_and_measure(src: Path, out: Path, graph: str = "fused") -> tuple[int, float]:
-    """Convert in a child process (q4, no verify); returns (peak RSS bytes of that child, seconds)."""
+    """Convert in a child process (q4, no verify; the default calibrated recipe with WEBLLAMA_SCALE_CALIBRATION
+    tokens, 512 unless set); returns (peak RSS bytes of that child, seconds)."""
+    quant = os.environ.get("WEBLLAMA_SCALE_QUANT", "gptq")
+    tokens = int(os.environ.get("WEBLLAMA_SCALE_CALIBRATION", "512"))
     code = (
-        "import resource; from converter import ConvertOptions, convert; from webllama.converter.variants import parse_variants; "
+        "import resource; from webllama.converter import ConvertOptions, convert; "
+        "from webllama.converter.variants import parse_variants; from webllama.converter.quant.policy import from_options; "
         f"convert({str(src)!r}, {str(out)!r}, ConvertOptions(variants=parse_variants('q4'), graph={graph!r}, "
-        "verify=False, force=True, progress=False)); "
+        f"quant=from_options(quant={quant!r}, calibration_tokens={tokens}), verify=False, force=True, progress=False)); "
         "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     t = time.time()
