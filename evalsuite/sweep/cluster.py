@@ -43,6 +43,7 @@ def cluster(opts: ClusterOptions) -> Iterator[ClusterInfo]:
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report to Ray's servers (offline machines)
     common = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
     if opts.address:
         try:
