@@ -21,7 +21,10 @@ Measured in Chromium on SmolLM2 q4 against the previous WASM graph (float32 weig
 the int4 file): see benchmarks/README.md "WASM int8". The graph holds ~1 byte per parameter in the
 wasm heap instead of 4, so a 1B-class model fits the 4 GiB wasm32 heap.
 
-The graph and its weights are self-contained (`onnx/<model>_wasm.onnx` + `<model>_wasm.onnx_data[_N]`): the
+Used for models whose float32 weights do not fit the heap budget (1B-class); smaller models get the exact float
+graph of converter/quant/wasm_float.py instead (write_wasm_graph chooses).
+
+The int8 graph and its weights are self-contained (`onnx/<model>_wasm.onnx` + `<model>_wasm.onnx_data[_N]`): the
 WASM engine downloads only these (the int4 file is not needed there). The embedding (GatherBlockQuantized)
 and the other initializers are copied as they are.
 
@@ -147,10 +150,14 @@ def to_int8(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
     return out
 
 
-def write_wasm_graph(root: Path, entry: dict) -> dict | None:
-    """Write onnx/<model>_wasm.onnx and its weight shards next to a quantized float32 variant's graph; returns
-    the manifest fields {"wasm_model", "wasm_external_data", "wasm_weights"}, or None when the variant has no
-    MatMulNBits, is float16, or its int8 weights would not leave room in a 4 GiB wasm32 heap."""
+def write_wasm_graph(root: Path, entry: dict, weights: str = "auto") -> dict | None:
+    """Write onnx/<model>_wasm.onnx next to a quantized float32 variant's graph; returns the manifest fields
+    {"wasm_model", "wasm_weights"[, "wasm_external_data"]}, or None when the variant has no MatMulNBits or is
+    float16. weights "auto": models whose float32 weights fit wasm_float.FP32_BUDGET get the float graph over the
+    int4 file (exact, nothing more to download), larger ones the int8 graph with its own shards if that fits the
+    heap; "float32" / "int8" ask for one (tests, benchmarks)."""
+    from webllama.converter.quant.wasm_float import FP32_BUDGET, float_weight_bytes, fold_nbits
+
     if entry.get("activation_dtype") != "float32":
         return None
     path = root / entry["model"]
@@ -158,10 +165,13 @@ def write_wasm_graph(root: Path, entry: dict) -> dict | None:
     size = int8_weight_bytes(model)
     if size == 0 or size > HEAP_BUDGET:
         return None
-    wasm = unfuse_gqa(to_int8(model, path.parent))  # fused graphs: WASM's GroupQueryAttention is slow
     dest = path.with_name(path.stem + "_wasm.onnx")
-    shards = save_sharded(wasm, dest, max_shard=WASM_SHARD)
     rel = Path(entry["model"]).parent
+    if weights == "float32" or (weights == "auto" and float_weight_bytes(model) <= FP32_BUDGET):
+        onnx.save(unfuse_gqa(fold_nbits(model, path.parent)), str(dest))  # fused graphs: WASM's GroupQueryAttention is slow
+        return {"wasm_model": str(rel / dest.name), "wasm_weights": "float32"}
+    wasm = unfuse_gqa(to_int8(model, path.parent))
+    shards = save_sharded(wasm, dest, max_shard=WASM_SHARD)
     return {
         "wasm_model": str(rel / dest.name),
         "wasm_external_data": [str(rel / s.name) for s in shards],
