@@ -56,7 +56,7 @@ def test_manifest_lists_every_file_with_hashes(all_variants):
     assert {"config.json", "tokenizer.json", "tokenizer_config.json", "verify.json"} <= paths
     assert b.manifest["variants"]["q4f16"]["requires_webgpu_features"] == ["shader-f16"]
     assert b.manifest["variants"]["q4"]["requires_webgpu_features"] == []
-    assert b.manifest["variants"]["q4"]["quantization"]["block_size"] == 32
+    assert b.manifest["variants"]["q4"]["quantization"]["linear"]["block_size"] == 32
     assert b.manifest["context_length"] == 512 and b.manifest["tokenizer"]["bos_token_id"] == 1
     # transformers.js layout: onnx/model{suffix}.onnx + the external-data declaration in config.json
     cfg = read_json(all_variants / "config.json")
