@@ -220,13 +220,14 @@ def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
     return variant_entry(variant, shards, model, "optimum")
 
 
-def add_wasm_graphs(root: Path, variants: dict[str, dict]) -> None:
-    """Give each float32 quantized variant its WASM graph (converter/quant/unpack.py): the weights as int8 in
-    their own shards, because onnxruntime's WASM build has no fast int4 kernel but has int8 GEMM kernels."""
+def add_wasm_graphs(root: Path, variants: dict[str, dict], weights: str = "auto") -> None:
+    """Give each float32 quantized variant its WASM graph (converter/quant/unpack.py), because onnxruntime's WASM
+    build has no int4 kernel: float32 weights folded at load from the int4 file when they fit, else int8 weights in
+    their own shards (`weights` "auto" | "float32" | "int8")."""
     from webllama.converter.quant.unpack import write_wasm_graph
 
     for v in variants.values():
-        fields = write_wasm_graph(root, v)
+        fields = write_wasm_graph(root, v, weights)
         if fields:
             v.update(fields)
 

@@ -27,6 +27,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         force=args.force,
         graph=args.graph,
+        wasm_weights=args.wasm_weights,
         customization=Customization(
             adapters=tuple(args.adapter or ()),
             adapter_weights=tuple(args.adapter_weight or ()),
@@ -133,6 +134,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="fused",
         choices=["fused", "optimum"],
         help="fused (default): onnxruntime fused ops, streamed layer by layer; optimum: the reference export",
+    )
+    p.add_argument(
+        "--wasm-weights",
+        default="auto",
+        choices=["auto", "float32", "int8"],
+        help="the q4 WASM graph's weights: float32 folded at load from the int4 file (exact, 4 B/param in the page), "
+        "int8 in their own shards (1.5 B/param, approximate); auto (default): float32 when it fits 2 GiB",
     )
     p.add_argument(
         "--adapter", action="append", metavar="DIR", help="PEFT LoRA/QLoRA adapter merged into the weights before export (repeatable)"

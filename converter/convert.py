@@ -44,6 +44,8 @@ class ConvertOptions:
     # "fused" (converter/graph: GroupQueryAttention etc., streamed; fewer nodes, faster on CPU/WASM/WebGPU,
     # bounded memory) | "optimum" (optimum-onnx's export: the correctness reference)
     graph: str = "fused"
+    # the q4 variants' WASM graph: "auto" (float32 fold when the weights fit 2 GiB, else int8) | "float32" | "int8"
+    wasm_weights: str = "auto"
 
 
 def make_variant(
@@ -114,7 +116,7 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
             store, calib = quantization_pass(reader, src, opts, tmp / ".quant", lambda _msg: bar.update())
             variants = write_graphs(reader, src, opts, tmp, store, bar)
         shutil.rmtree(tmp / ".quant", ignore_errors=True)
-        add_wasm_graphs(tmp, variants)
+        add_wasm_graphs(tmp, variants, opts.wasm_weights)
         write_model_files(src, tmp, variants)
         verify = None
         if opts.verify:

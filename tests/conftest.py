@@ -45,6 +45,18 @@ def s260_bundle(tmp_path_factory, stories_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def s260_int8_bundle(tmp_path_factory, stories_dir) -> Path:
+    """stories260K q4 whose WASM graph has int8 weights in their own shards (what a 1B-class model gets,
+    converter/quant/unpack.py): the streamed-loading and heap tests need shards of the WASM graph's own."""
+    from webllama.converter import ConvertOptions, convert
+    from webllama.converter.variants import parse_variants
+
+    out = tmp_path_factory.mktemp("bundles-int8") / "stories260K"
+    convert(str(stories_dir), out, ConvertOptions(variants=parse_variants("q4"), progress=False, verify=False, wasm_weights="int8"))
+    return out
+
+
+@pytest.fixture(scope="session")
 def smollm2_gguf_path() -> Path:
     from webllama.converter.sources import smollm2_gguf
 

@@ -167,18 +167,18 @@ def quantize_int4(model: onnx.ModelProto, spec: QuantSpec, store, canonical: dic
         elif node.op_type == "Gather" and node.input[0] in inits and "embed_tokens" in node.name:
             w = store.get("embed") or (store.get("lm_head") if store.embedding_shares_head else None)
             if w is not None:
+                used.add(node.input[0])  # before CopyFrom: `node` is the graph's own message, replaced in place
                 new, extra = _gather_node(node, w, dtype)
                 g.node[idx].CopyFrom(new)
                 g.initializer.extend(extra)
-                used.add(node.input[0])
             continue
         w = _stored(store, canonical.get(name)) if name else None
         if w is None:
             continue
+        used.add(node.input[1])  # before CopyFrom (see above)
         new, extra = _nbits_node(node, w, dtype, spec.accuracy_level)
         g.node[idx].CopyFrom(new)
         g.initializer.extend(extra)
-        used.add(node.input[1])
     _replace_floats(g, store, canonical)
     still = {i for n in g.node for i in n.input}
     for t in [t for t in g.initializer if t.name in used and t.name not in still]:

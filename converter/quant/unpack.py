@@ -11,9 +11,9 @@ So each MatMulNBits(A, B, scales[, zero_points][, bias]) of any bit width (4 or 
 
     DynamicQuantizeMatMul(A, Q (K, N) int8, s (N,) float32[, bias])
 
-with W = dequantized MatMulNBits weight (N, K), s[n] = max|W[n, :]| / 127, Q = round(W / s) (symmetric int8
-per output channel: at least as fine as the int4 grid wherever a block's maximum is within 127/7 = 18x of its
-row's). Q is computed here, once, in numpy (the WASM engine's weights are stored, not built in the browser),
+with W = dequantized MatMulNBits weight (N, K), s[n] = max|W[n, :]| / 63, Q = round(W / s) (symmetric, 7 bits
+of int8 per output channel, see INT8_QMAX: at least as fine as the int4 grid wherever a block's maximum is within
+63/7 = 9x of its row's). Q is computed here, once, in numpy (the WASM engine's weights are stored, not built in the browser),
 so the browser and onnxruntime CPU run the same bytes: the graph is its own variant in verify.json
 (`q4_wasm`) because its numerics differ from the int4 graph (int8 weights and uint8 activations).
 
@@ -106,11 +106,19 @@ def dequantize_nbits(node: onnx.NodeProto, inits: dict[str, TensorProto], base_d
     return w.reshape(n, n_blocks * block)[:, :k]
 
 
+# The int8 weights use 7 bits (|Q| <= 63), as onnxruntime's own quantizer does with reduce_range: x86 CPUs without
+# VNNI multiply uint8 activations by int8 weights with vpmaddubsw, whose int16 pair sums saturate above 32767
+# (255 * 127 * 2 = 64770); with |Q| <= 63 they cannot (255 * 63 * 2 = 32130). Without it onnxruntime CPU on such a
+# machine computes other numbers than the browser's WASM SIMD kernel (measured here on AVX2: max |dy| 3.0 of 36
+# on a 96x48 matrix, vs 0.3 with 7 bits), and the WASM graph could not be token-exact with onnxruntime CPU.
+INT8_QMAX = 63
+
+
 def requantize_int8(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel: (Q (K, N) int8, scale (N,) float32) with W ~= Q * scale."""
+    """Symmetric 7-bit-range int8 per output channel: (Q (K, N) int8, scale (N,) float32) with W ~= Q * scale."""
     amax = np.abs(w_nk).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w_nk / scale[:, None]), -127, 127).astype(np.int8)
+    scale = np.where(amax > 0, amax / INT8_QMAX, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w_nk / scale[:, None]), -INT8_QMAX, INT8_QMAX).astype(np.int8)
     return np.ascontiguousarray(q.T), scale
 
 

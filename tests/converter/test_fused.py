@@ -56,14 +56,15 @@ def assert_q4_parity(ref: Path, got: Path) -> None:
 
 
 def assert_wasm_graph_parity(bundle: Path) -> None:
-    """The q4 variant's WASM graph (int8 weights requantized from the int4 blocks in DynamicQuantizeMatMul,
-    GroupQueryAttention unfused to MatMul/Softmax, converter/quant/unfuse_attention.py) stays close to the q4
-    graph (its own numerics: int8 weights, uint8 activations; verify.json has its row), and refuses batches."""
+    """The q4 variant's WASM graph: GroupQueryAttention unfused to MatMul/Softmax (converter/quant/unfuse_attention.py)
+    and no MatMulNBits (onnxruntime-web has no WASM int4 kernel). A small model gets the float graph over the same
+    int4 bytes (DequantizeLinear + MatMul, converter/quant/wasm_float.py): q4's numbers; it refuses batches."""
     spec = open_bundle(bundle).variant("q4")
+    assert spec["wasm_weights"] == "float32" and "wasm_external_data" not in spec, spec
     ops = {n.op_type for n in onnx.load(str(bundle / spec["wasm_model"]), load_external_data=False).graph.node}
-    assert not ops & {"GroupQueryAttention", "MatMulNBits"} and {"Softmax", "DynamicQuantizeMatMul"} <= ops, ops
+    assert not ops & {"GroupQueryAttention", "MatMulNBits"} and {"Softmax", "DequantizeLinear", "MatMul"} <= ops, ops
     c = compare(bundle, bundle, "q4", got_graph="wasm")
-    assert c["max_diff"] < 4.0 and c["top1"] >= 0.75, c  # measured (rtn): stories260K 1.90 / 0.898, tiny GQA 0.14 / 0.875
+    assert c["max_diff"] < Q4_LOGIT_TOL and c["top1"] == 1.0 and c["greedy_equal"], c
     wasm = OrtModel(bundle, "q4", graph="wasm")
     with pytest.raises(BundleError, match="one unpadded sequence"):
         wasm.forward(np.array([[5, 6, 7], [5, 6, 7]]))
@@ -207,7 +208,9 @@ def test_smollm2_fused_matches_reference(smollm2_fused, smollm2_bundle):
     assert c["top1"] == 1.0 and c["max_diff"] < 1e-3 and c["greedy_equal"], c
     assert_q4_parity(smollm2_bundle, smollm2_fused)
     ref_nodes, fused_nodes = node_count(smollm2_bundle, "q4"), node_count(smollm2_fused, "q4")
-    assert fused_nodes < 12 * 30 + 40 < ref_nodes, (ref_nodes, fused_nodes)  # 11 nodes per layer
+    # 11 nodes per layer, 14 where the recipe's grids differ within QKV (mixed: 8-bit v) and the packed projection
+    # becomes three MatMulNBits + Concat; the reference export has ~250 per layer
+    assert fused_nodes < 15 * 30 + 40 < ref_nodes, (ref_nodes, fused_nodes)
     assert open_bundle(smollm2_fused).manifest["tokenizer"] == open_bundle(smollm2_bundle).manifest["tokenizer"]
     assert_wasm_graph_parity(smollm2_fused)  # packed QKV, rotary inside GroupQueryAttention, 9 heads over 3
 

@@ -167,6 +167,10 @@ def test_fused_and_reference_graphs_carry_the_same_quantized_model(recipe_bundle
     a = OrtModel(open_bundle(recipe_bundles["gptq"]), "q4").forward(ids)
     b = OrtModel(open_bundle(recipe_bundles["gptq-optimum"]), "q4").forward(ids)
     assert np.abs(a - b).max() < 1e-3
+    for name in ("gptq", "gptq-optimum"):  # the float matrices the int4 pass replaced are gone from both files
+        g = onnx.load(str(recipe_bundles[name] / "onnx" / "model_q4.onnx"), load_external_data=False)
+        used = {i for n in g.graph.node for i in n.input}
+        assert not [t.name for t in g.graph.initializer if t.name not in used], name
 
 
 def test_manifest_records_the_recipe_and_the_calibration_text(recipe_bundles):

@@ -102,7 +102,7 @@ def test_without_webgpu_falls_back_to_wasm_and_answers(browser_no_webgpu, s260_s
 
 def test_corrupted_bundle_is_refused_with_a_checksum_error(browser, serve, s260_bundle, tmp_path):
     bad = copy_bundle(s260_bundle, tmp_path / "corrupt" / "stories260K")
-    data = bad / "onnx" / "model_q4_wasm.onnx_data"  # what the WASM engine downloads (its int8 weights)
+    data = bad / "onnx" / "model_q4.onnx_data"  # what the WASM engine downloads (its float graph folds these int4 bytes)
     raw = bytearray(data.read_bytes())
     for i in range(len(raw) // 2, len(raw) // 2 + 16):
         raw[i] ^= 0xFF
@@ -113,7 +113,7 @@ def test_corrupted_bundle_is_refused_with_a_checksum_error(browser, serve, s260_
     pg.goto(server.url + "/?model=stories260K&device=wasm&autoload=1")
     pg.wait_for_selector("#error:not([hidden])", timeout=120_000)
     err = pg.inner_text("#error")
-    assert "ChecksumError" in err and "checksum mismatch" in err and "model_q4_wasm.onnx_data" in err, err
+    assert "ChecksumError" in err and "checksum mismatch" in err and "model_q4.onnx_data" in err, err
     assert pg.is_disabled("#prompt")
     ctx.close()
 

@@ -1,6 +1,7 @@
-"""Bounded loading on WASM (web/engine/cache.js, loader.js): the int8 WASM graph's weight shards stream into the
-origin private file system and reach onnxruntime-web as disk-backed Files (no whole JS copy), a reload reads them from the cache
-without downloading, and a load the storage quota or the 4 GiB wasm32 heap cannot hold is one clear error."""
+"""Bounded loading on WASM (web/engine/cache.js, loader.js): the WASM graph's weights (the int4 file a small
+model's float graph folds, or the int8 graph's own shards) stream into the origin private file system and reach
+onnxruntime-web as disk-backed Files (no whole JS copy), a reload reads them from the cache without downloading,
+and a load the storage quota or the 4 GiB wasm32 heap cannot hold is one clear error."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from .conftest import copy_bundle, load_bundle, open_eval
 
 pytestmark = pytest.mark.browser
-SHARD = "/bundles/stories260K/onnx/model_q4_wasm.onnx_data"
+INT8_SHARD = "onnx/model_q4_wasm.onnx_data"
 
 
 def _error(page, slug: str) -> str:
@@ -21,27 +22,32 @@ def _error(page, slug: str) -> str:
     )
 
 
-def test_weights_stream_from_the_cache_and_a_reload_downloads_nothing(browser, serve, s260_bundle):
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_weights_stream_from_the_cache_and_a_reload_downloads_nothing(browser, serve, s260_bundle, s260_int8_bundle, weights):
     from webllama.converter.ort_model import OrtModel
 
-    server = serve(s260_bundle)
+    bundle = s260_bundle if weights == "float32" else s260_int8_bundle
+    spec = json.loads((bundle / "manifest.json").read_text())["variants"]["q4"]
+    assert spec["wasm_weights"] == weights, spec
+    shard = "/bundles/stories260K/" + (spec.get("wasm_external_data") or spec["external_data"])[0]
+    server = serve(bundle)
     ctx = browser.new_context()
     page = open_eval(ctx.new_page(), server)
     page.set_default_timeout(300_000)
     prompt = [1, 400, 30, 99]
-    want = OrtModel(s260_bundle, variant="q4", graph="wasm").greedy(prompt, 12)
+    want = OrtModel(bundle, variant="q4", graph="wasm").greedy(prompt, 12)
     for attempt in range(2):  # the second load is a reload: same origin, files in the Cache API
         info = load_bundle(page, "stories260K", device="wasm", variant="q4")
         assert info["graph_file"] == "onnx/model_q4_wasm.onnx" and info["execution_provider"] == "wasm", info
         assert info["weights_streamed"] is True, info
         assert info["from_cache"] is (attempt == 1), info
-        assert server.count(SHARD) == 1  # downloaded once, in the first load only
+        assert server.count(shard) == 1  # downloaded once, in the first load only
         assert page.evaluate("([p, n]) => webllama.generateTokens(p, {max_tokens: n})", [prompt, 12]) == want
     ctx.close()
 
 
-def test_a_full_storage_quota_is_one_error_naming_the_sizes(browser, serve, s260_bundle):
-    server = serve(s260_bundle)
+def test_a_full_storage_quota_is_one_error_naming_the_sizes(browser, serve, s260_int8_bundle):
+    server = serve(s260_int8_bundle)
     ctx = browser.new_context()
     page = open_eval(ctx.new_page(), server)
     cdp = ctx.new_cdp_session(page)
@@ -50,7 +56,7 @@ def test_a_full_storage_quota_is_one_error_naming_the_sizes(browser, serve, s260
     # comes from the failed put, restated for the whole model; nothing half-stored is kept
     msg = _error(page, "stories260K")
     assert msg.startswith("StorageQuotaError: stories260K needs "), msg
-    assert "MiB of browser storage" in msg and "refused to store onnx/model_q4_wasm.onnx_data" in msg, msg
+    assert "MiB of browser storage" in msg and f"refused to store {INT8_SHARD}" in msg, msg
     assert "quota is full" in msg and "free disk space" in msg and "\n" not in msg, msg
     stored = page.evaluate("""async () => { const out = [];
         const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('webllama-models-v1', {create: true});
@@ -59,16 +65,16 @@ def test_a_full_storage_quota_is_one_error_naming_the_sizes(browser, serve, s260
     ctx.close()
 
 
-def test_the_wasm_heap_caps_the_context_and_refuses_a_model_it_cannot_hold(page, serve, s260_bundle, tmp_path):
+def test_the_wasm_heap_caps_the_context_and_refuses_a_model_it_cannot_hold(page, serve, s260_int8_bundle, tmp_path):
     root = tmp_path / "heap"
-    long_ctx = copy_bundle(s260_bundle, root / "long")
+    long_ctx = copy_bundle(s260_int8_bundle, root / "long")
     m = json.loads((long_ctx / "manifest.json").read_text())
     m["context_length"] = 50_000_000  # its KV cache would need ~100+ GiB: the engine caps the context
     (long_ctx / "manifest.json").write_text(json.dumps(m))
-    big = copy_bundle(s260_bundle, root / "big")
+    big = copy_bundle(s260_int8_bundle, root / "big")
     m = json.loads((big / "manifest.json").read_text())
     for f in m["files"]:  # the manifest of a 5 GiB model: refused before anything is downloaded
-        if f["path"] == "onnx/model_q4_wasm.onnx_data":
+        if f["path"] == INT8_SHARD:
             f["size"] = 5 * 2**30
     (big / "manifest.json").write_text(json.dumps(m))
     server = serve(root)
