@@ -230,3 +230,23 @@ def test_quantize_int4_matches_onnxruntime_on_the_same_tensor():
     a = quantize_matmul(w.T.copy(), 4, 32, True)
     b = pack_blocks(quantize_weight(w, "rtn", 4, 32, True))
     assert np.array_equal(a.packed, b.packed) and np.array_equal(a.scales, b.scales)
+
+
+def test_a_variant_below_its_floor_fails_verification(tmp_path, stories_dir, s260_bundle):
+    """Verification of a quantized variant fails below the variant's top-1 floor (converter/variants.py): here the
+    stories260K bundle is verified against another model with the same tokenizer, as a broken conversion would be."""
+    from webllama.converter import open_bundle
+    from webllama.converter.errors import VerifyFailed
+    from webllama.converter.sources import load_source
+    from webllama.converter.verify import raise_if_failed, verify_bundle
+
+    from tests.conftest import make_tiny_llama
+
+    other = load_source(str(make_tiny_llama(tmp_path / "tiny", stories_dir)))
+    doc = verify_bundle(other, open_bundle(s260_bundle), ["q4"], peers=False)
+    r = doc["variants"]["q4"]
+    assert r["top1_agreement"] < 0.4 and r["min_top1"] == 0.4 and not r["passed"] and not doc["passed"], r
+    with pytest.raises(VerifyFailed, match=r"q4's top-1 agreement 0\.\d+ is below its floor 0\.40"):
+        raise_if_failed(doc, "bundle")
+    ok = verify_bundle(load_source(str(stories_dir)), open_bundle(s260_bundle), ["q4"], peers=False)
+    assert ok["passed"] and ok["variants"]["q4"]["top1_agreement"] > 0.7, ok["variants"]["q4"]
