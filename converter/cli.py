@@ -124,6 +124,8 @@ def heldout_perplexity(args: argparse.Namespace, source, bundle, variants: list[
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from webllama.converter.variants import WASM_WEIGHTS  # a data module: cheap to import for the parser
+
     p = sub.add_parser("convert", help="convert a Llama-family model (HF dir/hub id, GGUF, llama2.c) to a bundle")
     p.add_argument("source", help="HF model directory, hub id (org/name), .gguf file, or llama2.c checkpoint/dir")
     p.add_argument("output", help="bundle directory to create")
@@ -139,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--wasm-weights",
         default="auto",
-        choices=["auto", "float32", "int8"],
+        choices=WASM_WEIGHTS,
         help="the q4 WASM graph's weights: float32 folded at load from the int4 file (exact, 4 B/param in the page), "
         "int8 in their own shards (1.5 B/param, approximate); auto (default): float32 when it fits 2 GiB",
     )

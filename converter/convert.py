@@ -28,7 +28,7 @@ from webllama.converter.quant.calibrate import OverlayReader, QuantStore, calibr
 from webllama.converter.quant.policy import QuantSpec, recipe
 from webllama.converter.sources import load_source
 from webllama.converter.sources.base import LoadedSource
-from webllama.converter.variants import Variant, parse_variants
+from webllama.converter.variants import WASM_WEIGHTS, Variant, parse_variants
 from webllama.converter.verify import raise_if_failed, verify_bundle
 
 
@@ -44,8 +44,7 @@ class ConvertOptions:
     # "fused" (converter/graph: GroupQueryAttention etc., streamed; fewer nodes, faster on CPU/WASM/WebGPU,
     # bounded memory) | "optimum" (optimum-onnx's export: the correctness reference)
     graph: str = "fused"
-    # the q4 variants' WASM graph: "auto" (float32 fold when the weights fit 2 GiB, else int8) | "float32" | "int8"
-    wasm_weights: str = "auto"
+    wasm_weights: str = "auto"  # the q4 variants' WASM graph (variants.WASM_WEIGHTS)
 
 
 def make_variant(
@@ -105,6 +104,8 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
     opts = options or ConvertOptions()
     if opts.graph not in GRAPHS:
         raise UnsupportedVariant(f"--graph {opts.graph!r} is not a graph builder; use one of {', '.join(GRAPHS)}")
+    if opts.wasm_weights not in WASM_WEIGHTS:
+        raise UnsupportedVariant(f"--wasm-weights {opts.wasm_weights!r}: use one of {', '.join(WASM_WEIGHTS)}")
     opts.quant.validate()
     out = Path(out_dir)
     with staging_dir(out, opts.force) as tmp:

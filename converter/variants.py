@@ -21,6 +21,10 @@ class Variant:
     min_top1: float = 1.0
 
 
+# What a quantized float32 variant's WASM graph stores (converter/quant/unpack.py write_wasm_graph): "auto" picks
+# float32 (folded at load from the int4 file) where it fits the budget, else int8 in the graph's own shards.
+WASM_WEIGHTS = ("auto", "float32", "int8")
+
 VARIANTS: dict[str, Variant] = {
     "fp32": Variant("fp32", "model.onnx", "float32", False, (), True),
     "fp16": Variant("fp16", "model_fp16.onnx", "float16", False, ("shader-f16",), False, 0.9),

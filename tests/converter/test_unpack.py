@@ -94,3 +94,12 @@ def test_bundle_wasm_graph_matches_q4(s260_bundle):
     assert (a.argmax(-1) == c.argmax(-1)).all()
     with pytest.raises(BundleError, match="no WASM graph"):
         OrtModel(b, variant="fp32", graph="wasm")
+
+
+def test_an_unknown_wasm_weights_choice_is_refused_before_converting(tmp_path):
+    from webllama.converter import ConvertOptions, convert
+    from webllama.converter.errors import UnsupportedVariant
+
+    with pytest.raises(UnsupportedVariant, match="--wasm-weights 'fp32': use one of auto, float32, int8"):
+        convert(str(tmp_path / "no-such-model"), tmp_path / "out", ConvertOptions(wasm_weights="fp32"))
+    assert not (tmp_path / "out").exists()
