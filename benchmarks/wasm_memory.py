@@ -29,6 +29,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--decode", type=int, default=32, help="greedy tokens timed after each prompt")
     p.add_argument("--rounds", type=int, default=3, help="interleaved repeats of the decode timings (median)")
     p.add_argument("--no-unpack-int4", dest="unpack", action="store_false", help="run the MatMulNBits graph on WASM")
+    p.add_argument("--kv-cache", default="auto", choices=("auto", "fixed", "growing"), help="the engine's KV cache layout")
     p.add_argument("--output", type=Path)
     return p.parse_args(argv)
 
@@ -47,7 +48,9 @@ def measure(a: argparse.Namespace) -> dict:
     from webllama.evalsuite.bench.measure import PeakRss, prompt_ids
     from webllama.evalsuite.bench.runners.web import make_webllama_runner
 
-    req = BenchRequest(str(a.bundle), "browser", variant=a.variant, device=a.device, threads=a.threads, unpack_int4=a.unpack)
+    req = BenchRequest(
+        str(a.bundle), "browser", variant=a.variant, device=a.device, threads=a.threads, unpack_int4=a.unpack, kv_cache=a.kv_cache
+    )
     runner = make_webllama_runner(req)
     manifest = json.loads((a.bundle / "manifest.json").read_text())
     n_params = manifest["num_parameters"]
@@ -87,7 +90,9 @@ def measure(a: argparse.Namespace) -> dict:
         "load_s": loads,
         "load_wall_s": load_s,
         "decode": decode,
-        "runtime_info": {k: info.get(k) for k in ("execution_provider", "num_threads", "ort_version", "from_cache", "load_s")},
+        "runtime_info": {
+            k: info.get(k) for k in ("execution_provider", "num_threads", "ort_version", "from_cache", "load_s", "kv_cache")
+        },
     }
 
 

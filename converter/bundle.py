@@ -210,6 +210,10 @@ def variant_entry(variant: Variant, shards: list[Path], model: onnx.ModelProto, 
         "inputs": inputs,
         "outputs": outputs,
         "graph": graph,
+        # GroupQueryAttention takes a past of any capacity >= the real length (read from attention_mask) and,
+        # when one buffer is bound as both past_key_values.* and present.*, writes only the new positions in
+        # it (onnxruntime's past_present_share_buffer): the engine's fixed KV cache on WebGPU relies on it.
+        "past_present_share_buffer": any(n.op_type == "GroupQueryAttention" for n in model.graph.node),
     }
 
 

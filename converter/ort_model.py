@@ -115,8 +115,16 @@ class OrtModel:
             parts.append(logits)
         return np.concatenate(parts, axis=1)  # (1,T,V)
 
-    def greedy(self, prompt_ids: list[int], max_new_tokens: int, eos: bool = True) -> list[int]:
-        """Greedy decoding with the KV cache; returns only the new tokens."""
+    def greedy(
+        self, prompt_ids: list[int], max_new_tokens: int, eos: bool = True, share_buffer_capacity: int | None = None
+    ) -> list[int]:
+        """Greedy decoding with the KV cache; returns only the new tokens.
+
+        share_buffer_capacity: decode as the engine's fixed WebGPU cache does (web/engine/kv_cache.js): one
+        buffer of that many positions per tensor bound as both past and present, written in place by
+        GroupQueryAttention (the variant's `past_present_share_buffer`), doubled when full."""
+        if share_buffer_capacity is not None:
+            return self._greedy_shared(prompt_ids, max_new_tokens, eos, share_buffer_capacity)
         ids = np.array([prompt_ids], dtype=np.int64)
         mask = np.ones_like(ids)
         past = self.empty_past(1)
@@ -129,4 +137,44 @@ class OrtModel:
                 break
             ids = np.array([[nxt]], dtype=np.int64)
             mask = np.concatenate([mask, np.ones((1, 1), dtype=np.int64)], axis=1)
+        return out
+
+    def _greedy_shared(self, prompt_ids: list[int], max_new_tokens: int, eos: bool, capacity: int) -> list[int]:
+        import onnxruntime as ort
+
+        if not self.spec.get("past_present_share_buffer") or self.graph != "default":
+            raise BundleError(
+                f"{self.bundle.root}: the {self.graph} graph of {self.variant} has no past_present_share_buffer "
+                "(its attention is not GroupQueryAttention); decode it with the growing cache"
+            )
+        held, feed, out = 0, list(prompt_ids), []
+        bufs: dict[str, object] = {}
+        for _ in range(max_new_tokens):
+            need = held + len(feed)
+            if need > capacity or not bufs:
+                while capacity < need:
+                    capacity *= 2
+                shape = (1, self.n_kv_heads, min(capacity, self.context_length), self.head_dim)
+                grown = {}
+                for n in self.past_names:  # carry the held positions over (NaN elsewhere: never read)
+                    a = np.full(shape, np.nan, dtype=self.kv_dtype)
+                    if n in bufs:
+                        a[:, :, :held] = bufs[n].numpy()[:, :, :held]
+                    grown[n] = ort.OrtValue.ortvalue_from_numpy(a)
+                bufs = grown
+            b = self.session.io_binding()
+            b.bind_cpu_input("input_ids", np.array([feed], dtype=np.int64))
+            b.bind_cpu_input("attention_mask", np.ones((1, need), dtype=np.int64))
+            b.bind_cpu_input("position_ids", np.arange(held, need, dtype=np.int64)[None])
+            for n, v in bufs.items():
+                b.bind_ortvalue_input(n, v)
+                b.bind_ortvalue_output(n.replace("past_key_values.", "present.", 1), v)
+            b.bind_output("logits")
+            self.session.run_with_iobinding(b)
+            logits = b.copy_outputs_to_cpu()[-1]
+            nxt = int(np.argmax(logits[0, -1]))
+            out.append(nxt)
+            if eos and nxt in self.eos_token_ids:
+                break
+            held, feed = need, [nxt]
         return out

@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="browser WASM: run the int4 MatMulNBits graph, not the dequantize-at-load one (for comparison)",
     )
+    p.add_argument(
+        "--kv-cache",
+        default="auto",
+        choices=["auto", "fixed", "growing"],
+        help="browser webllama: KV cache layout (auto: fixed-capacity GPU buffers on WebGPU fused graphs, else growing)",
+    )
     p.add_argument("--output", required=True, help="result JSON file to write")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_bench)
@@ -67,6 +73,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         chromium=args.chromium,
         unpack_int4=args.unpack_int4,
         decode_prompt=args.decode_prompt,
+        kv_cache=args.kv_cache,
     )
     log = (lambda m: None) if args.quiet else (lambda m: print(f"[bench {args.runtime}] {m}", file=sys.stderr, flush=True))
     doc = run_bench(req, log=log)

@@ -23,11 +23,11 @@ async function generate(ids, n) {
 
 window.benchRuntime = {
   name: 'webllama',
-  /** @param {{bundleUrl: string, variant?: string, device: string, numThreads: number, unpackInt4?: boolean}} o */
+  /** @param {{bundleUrl: string, variant?: string, device: string, numThreads: number, unpackInt4?: boolean, kvCache?: string}} o */
   async load(o) {
     await drop();
     await clearCaches();
-    const opts = { variant: o.variant, device: o.device, numThreads: o.numThreads, unpackInt4: o.unpackInt4 !== false };
+    const opts = { variant: o.variant, device: o.device, numThreads: o.numThreads, unpackInt4: o.unpackInt4 !== false, kvCache: o.kvCache || 'auto' };
     let t0 = now();
     engine = await createEngine(o.bundleUrl, opts);
     const loadS = (now() - t0) / 1000;

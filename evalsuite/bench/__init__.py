@@ -23,6 +23,9 @@ DEFAULT_DEVICE = {"native": "cpu", "onnx": "cpu", "llamacpp": "cpu", "browser": 
 BROWSER_RUNTIMES = ("browser", "transformersjs", "wllama")
 
 
+KV_CACHES = ("auto", "fixed", "growing")  # the engine's kvCache load option
+
+
 @dataclass(frozen=True)
 class BenchRequest:
     target: str  # bundle folder (onnx, browser, transformersjs), source model (native), .gguf (llamacpp, wllama)
@@ -39,6 +42,7 @@ class BenchRequest:
     timeout_s: float = 1800.0
     unpack_int4: bool = True  # browser WASM: run an int4 variant's dequantize-at-load graph (web/README.md)
     decode_prompt: int = 128  # prompt before the decode run and for TTFT (the product owner's targets: 128)
+    kv_cache: str = "auto"  # browser webllama: auto | fixed | growing (web/engine/kv_cache.js)
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNNERS:
@@ -48,6 +52,8 @@ class BenchRequest:
         if device not in allowed:
             raise BenchError(f"--device {device!r} with --runtime {self.runtime}: use {' or '.join(allowed)}")
         object.__setattr__(self, "device", device)
+        if self.kv_cache not in KV_CACHES:
+            raise BenchError(f"--kv-cache {self.kv_cache!r}: use one of {', '.join(KV_CACHES)}")
         if self.threads < 1 or self.runs < 1 or self.decode_tokens < 1 or self.decode_prompt < 1:
             raise BenchError("--threads, --runs, --decode-tokens and --decode-prompt must be >= 1")
         if not Path(self.target).exists():

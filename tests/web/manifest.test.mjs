@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseManifest, pickVariant, variantFiles, variantGraph } from '../../web/engine/manifest.js';
 import { ManifestError, VariantError } from '../../web/engine/errors.js';
-import { KvCache } from '../../web/engine/kv_cache.js';
+import { FixedKvCache, GrowingKvCache, kvCacheMode } from '../../web/engine/kv_cache.js';
 
 function manifest(variants = ['fp32', 'q4', 'q4f16']) {
   const v = {};
@@ -80,7 +80,7 @@ class FakeTensor {
 }
 
 test('kv cache: prefix, update, trim', async () => {
-  const kv = new KvCache({ Tensor: FakeTensor }, { numLayers: 1, numKvHeads: 2, headDim: 2, dtype: 'float32' });
+  const kv = new GrowingKvCache({ Tensor: FakeTensor }, { numLayers: 1, numKvHeads: 2, headDim: 2, dtype: 'float32' });
   assert.deepEqual(kv.past['past_key_values.0.key'].dims, [1, 2, 0, 2]);
   // (1, H=2, L=3, D=2): head h, position p, dim d -> value 100h + 10p + d
   const data = Float32Array.from({ length: 12 }, (_, i) => 100 * Math.floor(i / 6) + 10 * Math.floor((i % 6) / 2) + (i % 2));
@@ -94,4 +94,68 @@ test('kv cache: prefix, update, trim', async () => {
   assert.deepEqual(kv.tokens, [5, 6]);
   await kv.trim(0);
   assert.equal(kv.length, 0);
+});
+
+// A GPUDevice stand-in holding buffers as bytes: enough to check what the fixed cache asks the GPU to do.
+class FakeGpuBuffer {
+  constructor(size) { this.bytes = new Uint8Array(size); this.size = size; this.destroyed = false; }
+  destroy() { this.destroyed = true; }
+}
+function fakeDevice() {
+  const submitted = [];
+  return {
+    submitted,
+    createBuffer: ({ size, usage }) => { assert.equal(size % 16, 0); assert.ok(usage & 0x80); return new FakeGpuBuffer(size); },
+    createCommandEncoder: () => {
+      const ops = [];
+      return {
+        copyBufferToBuffer: (src, so, dst, doff, n) => ops.push(() => { assert.ok(!src.destroyed); dst.bytes.set(src.bytes.subarray(so, so + n), doff); }),
+        finish: () => ops,
+      };
+    },
+    queue: { submit: (cmds) => { for (const ops of cmds) for (const op of ops) op(); submitted.push(cmds.length); } },
+  };
+}
+const fakeOrt = { Tensor: { fromGpuBuffer: (buffer, { dataType, dims }) => ({ buffer, type: dataType, dims, location: 'gpu-buffer' }) } };
+
+test('fixed kv cache: one buffer bound as past and present, doubling keeps every head\'s positions', async () => {
+  const device = fakeDevice();
+  const shape = { numLayers: 1, numKvHeads: 2, headDim: 4, dtype: 'float32' };
+  const kv = new FixedKvCache(fakeOrt, device, shape, { limit: 10, capacity: 2 });
+  assert.deepEqual(kv.feeds()['past_key_values.0.key'].dims, [1, 2, 2, 4]);
+  assert.equal(kv.fetches()['present.0.value'], kv.feeds()['past_key_values.0.value']); // the same tensor both ways
+  await kv.reserve(2);
+  assert.equal(kv.capacity, 2);
+  // the "run" writes positions 0, 1 of both heads: value 100h + 10p + d
+  const write = (cap, n) => {
+    const f = new Float32Array(kv.buffers['past_key_values.0.key'].bytes.buffer);
+    for (let h = 0; h < 2; h++) for (let p = 0; p < n; p++) for (let d = 0; d < 4; d++) f[(h * cap + p) * 4 + d] = 100 * h + 10 * p + d;
+  };
+  write(2, 2);
+  kv.update({}, [7, 8]);
+  const old = kv.buffers['past_key_values.0.key'];
+  await kv.reserve(1); // 3 > 2: grows to 4, copies 2 positions per head
+  assert.equal(kv.capacity, 4);
+  assert.equal(kv.growths, 1);
+  assert.ok(old.destroyed);
+  const f = new Float32Array(kv.buffers['past_key_values.0.key'].bytes.buffer);
+  assert.deepEqual(Array.from(f.subarray(0, 8)), [0, 1, 2, 3, 10, 11, 12, 13]);
+  assert.deepEqual(Array.from(f.subarray(16, 24)), [100, 101, 102, 103, 110, 111, 112, 113]); // head 1 starts at capacity 4
+  await kv.reserve(7); // 2 + 7 = 9 -> 8 would not hold it -> 16, capped at the context length 10
+  assert.equal(kv.capacity, 10);
+  await assert.rejects(kv.reserve(9), /exceed the context length 10/);
+  await kv.trim(1);
+  assert.deepEqual(kv.tokens, [7]);
+  assert.equal(kv.capacity, 10); // trimming never reallocates
+  kv.release();
+  assert.equal(Object.keys(kv.buffers).length, 0);
+});
+
+test('kv cache mode: fixed only on WebGPU over a share-buffer graph', () => {
+  assert.equal(kvCacheMode({ provider: 'webgpu', shareBuffer: true }), 'fixed');
+  assert.equal(kvCacheMode({ provider: 'webgpu+wasm', shareBuffer: true }), 'fixed');
+  assert.equal(kvCacheMode({ provider: 'webgpu', shareBuffer: true, requested: 'growing' }), 'growing');
+  assert.equal(kvCacheMode({ provider: 'wasm', shareBuffer: true }), 'growing');
+  assert.equal(kvCacheMode({ provider: 'webgpu', shareBuffer: false }), 'growing');
+  assert.throws(() => kvCacheMode({ provider: 'wasm', shareBuffer: true, requested: 'fixed' }), /needs a WebGPU session/);
 });

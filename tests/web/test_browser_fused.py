@@ -1,5 +1,6 @@
 """The fused graph (--graph fused: GroupQueryAttention, SimplifiedLayerNormalization, MatMulNBits) in the
-browser: greedy ids on WASM and WebGPU equal onnxruntime Python CPU on the same bundle."""
+browser: greedy ids on WASM and WebGPU equal onnxruntime Python CPU on the same bundle, and WebGPU's
+fixed-capacity KV cache (written in place, grown by doubling, trimmed for reuse) decodes the same ids."""
 
 from __future__ import annotations
 
@@ -37,5 +38,35 @@ def test_fused_greedy_parity(page, serve, fused_bundle, variant, device):
     else:
         assert info["execution_provider"] == "wasm", info
     assert info["graph_file"].endswith("_wasm.onnx") == unpacked
+    # GroupQueryAttention on WebGPU writes into one fixed buffer; the WASM graph's attention is unfused
+    assert info["kv_cache"]["mode"] == ("fixed" if device == "webgpu" else "growing"), info["kv_cache"]
     ids = page.evaluate("([p, n]) => webllama.generateTokens(p, {max_tokens: n})", [prompt, N_TOKENS])
     assert ids == want
+
+
+def test_webgpu_fixed_kv_cache_grows_trims_and_matches_onnxruntime(page, serve, fused_bundle):
+    """300 tokens cross the first capacity (256 -> 512 = the context): ids equal onnxruntime CPU's growing cache.
+    A second request sharing 40 tokens of that history reuses them (the cache is trimmed, not re-allocated) and
+    still matches; the growing cache forced on the same session type gives the same ids."""
+    from webllama.converter.ort_model import OrtModel
+
+    n = 300
+    m = OrtModel(fused_bundle, variant="q4")
+    prompt = [m.bos_token_id, *m.tokenizer.encode("Once upon a time", add_special_tokens=False).ids]
+    want = m.greedy(prompt, n, eos=False)
+    open_eval(page, serve(fused_bundle))
+    info = load_bundle(page, "stories260K-fused", device="webgpu", variant="q4")
+    assert_on_webgpu(info)
+    assert info["kv_cache"] == {"mode": "fixed", "capacity": 256, "growths": 0}, info["kv_cache"]
+    gen = "([p, n]) => webllama.generateTokens(p, {max_tokens: n, ignore_eos: true})"
+    assert page.evaluate(gen, [prompt, n]) == want
+    kv = page.evaluate("() => webllama.runtimeInfo()")["kv_cache"]
+    assert kv == {"mode": "fixed", "capacity": 512, "growths": 1}, kv
+
+    turn2 = [*prompt, *want[:40], (want[40] + 1) % 512]  # diverges from the held history after 40 tokens
+    assert page.evaluate(gen, [turn2, 24]) == m.greedy(turn2, 24, eos=False)
+    assert page.evaluate("() => webllama.runtimeInfo()")["kv_cache"]["growths"] == 1
+
+    info = load_bundle(page, "stories260K-fused", device="webgpu", variant="q4", kvCache="growing")
+    assert info["kv_cache"]["mode"] == "growing"
+    assert page.evaluate(gen, [prompt, 64]) == want[:64]

@@ -7,7 +7,7 @@
 import { AbortedError, ContextFullError, InvalidRequestError, NotLoadedError } from './errors.js';
 import { loadBundle } from './loader.js';
 import { headDim } from './manifest.js';
-import { KvCache } from './kv_cache.js';
+import { FixedKvCache, GrowingKvCache, kvCacheMode } from './kv_cache.js';
 import { Sampler, argmax, logSumExp } from './sampler.js';
 import { IncrementalDecoder, StopStringMatcher } from './stopping.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -25,6 +25,11 @@ import { configureOrt } from './session.js';
  * @typedef {{token: number, stop: 'eos'|'length'|null}} Step
  */
 
+/** @param {GrowingKvCache|FixedKvCache} c @returns {import('./protocol.js').RuntimeInfo['kv_cache']} */
+function kvInfo(c) {
+  return c instanceof FixedKvCache ? { mode: 'fixed', capacity: c.capacity, growths: c.growths } : { mode: 'growing', capacity: null, growths: null };
+}
+
 /** Prompt tokens fed per run during prefill; bounds the logits buffer to PREFILL_CHUNK x vocab floats. */
 const PREFILL_CHUNK = 256;
 
@@ -38,7 +43,7 @@ export class Engine {
     this.configured = new Set();
     /** @type {{numThreads?: number, debug?: boolean}} */
     this.ortOptions = {};
-    /** @type {KvCache|null} */
+    /** @type {GrowingKvCache|FixedKvCache|null} */
     this.cache = null;
     this.requestCount = 0;
   }
@@ -63,10 +68,16 @@ export class Engine {
       bos_token: tokenizer.specialToken('bos_token'), eos_token: tokenizer.specialToken('eos_token'),
     });
     const v = l.manifest.variants[l.choice.variant];
-    this.cache = new KvCache(l.session.ort, {
+    const shape = {
       numLayers: l.manifest.config.num_hidden_layers, numKvHeads: l.manifest.config.num_key_value_heads,
-      headDim: headDim(l.manifest), dtype: v.kv_dtype === 'float16' ? 'float16' : 'float32',
-    });
+      headDim: headDim(l.manifest), dtype: /** @type {'float16'|'float32'} */ (v.kv_dtype === 'float16' ? 'float16' : 'float32'),
+    };
+    // The WASM graph is a different file without GroupQueryAttention: only the variant's own graph can share.
+    const shareBuffer = v.past_present_share_buffer === true && l.session.graphFile === v.model;
+    const mode = kvCacheMode({ provider: l.session.provider, shareBuffer, requested: options.kvCache });
+    this.cache = mode === 'fixed'
+      ? await FixedKvCache.create(l.session.ort, shape, { limit: l.manifest.context_length })
+      : new GrowingKvCache(l.session.ort, shape);
     l.files.clear(); // the session holds its own copy of the weights
     this.loaded = { ...l, tokenizer, template };
     if (hooks.onProgress) hooks.onProgress({ stage: 'ready', loaded_bytes: 0, total_bytes: 0, bytes_per_s: 0, from_cache: l.fromCache, text: 'Ready' });
@@ -104,11 +115,12 @@ export class Engine {
       has_chat_template: !l.template.isFallback, load_s: l.loadS, from_cache: l.fromCache, weights_streamed: l.weightsStreamed,
       num_threads: l.session.ort.env.wasm.numThreads, cross_origin_isolated: this.deps.crossOriginIsolated,
       ort_version: l.session.ort.env.versions && l.session.ort.env.versions.web,
+      kv_cache: kvInfo(/** @type {GrowingKvCache|FixedKvCache} */ (this.cache)),
     };
   }
 
   async unload() {
-    if (this.cache) this.cache.reset();
+    if (this.cache) this.cache.release();
     if (this.loaded) await this.loaded.session.release();
     this.loaded = null;
     this.cache = null;
@@ -156,13 +168,14 @@ export class Engine {
    */
   async forward(ids, opts = {}) {
     const l = this.need();
-    const cache = /** @type {KvCache} */ (this.cache);
+    const cache = /** @type {GrowingKvCache|FixedKvCache} */ (this.cache);
     /** @type {Float32Array[]} */
     const rows = [];
     for (let start = 0; start < ids.length; start += PREFILL_CHUNK) {
       const chunk = ids.slice(start, start + PREFILL_CHUNK);
       const isLast = start + PREFILL_CHUNK >= ids.length;
-      const out = await l.session.run({ ...this.tokenFeeds(chunk, cache.length), ...cache.past });
+      await cache.reserve(chunk.length);
+      const out = await l.session.run({ ...this.tokenFeeds(chunk, cache.length), ...cache.feeds() }, cache.fetches());
       cache.update(out, chunk);
       if (opts.allRows || isLast) rows.push(...(await logitsRows(out.logits, opts.allRows ? 0 : chunk.length - 1)));
       if (out.logits.location === 'gpu-buffer') out.logits.dispose();
@@ -188,7 +201,7 @@ export class Engine {
    * @param {number[]} ids @param {number} maxReuse
    */
   async reuse(ids, maxReuse) {
-    const cache = /** @type {KvCache} */ (this.cache);
+    const cache = /** @type {GrowingKvCache|FixedKvCache} */ (this.cache);
     const keep = Math.min(cache.commonPrefix(ids), maxReuse);
     await cache.trim(keep);
     return { reused: keep, rest: ids.slice(keep) };

@@ -1,23 +1,51 @@
-// Past key/value tensors kept between runs, and the token ids they hold.
+// Past key/value tensors kept between runs, and the token ids they hold. Two layouts, one interface
+// (feeds / fetches / reserve / update / trim / reset / release), chosen per session by `kvCacheMode`:
 //
-// On WebGPU the tensors are the previous run's `present.*` outputs left on the GPU (gpu-buffer) and
-// fed straight back as `past_key_values.*`; the replaced ones are disposed. Trimming to a shorter
-// prefix (a new chat turn that diverges, or scoring another continuation) downloads, slices on the
-// CPU and feeds CPU tensors, which ORT uploads again on the next run.
+// GrowingKvCache (WASM, graphs without GroupQueryAttention): each run's `present.*` outputs become the next
+// run's `past_key_values.*` (on WebGPU left on the GPU as gpu-buffer outputs, the replaced ones disposed).
+// The cache is re-allocated every step, one position longer.
+//
+// FixedKvCache (WebGPU, graphs whose manifest variant says `past_present_share_buffer`): one GPU buffer per
+// tensor of shape (1, kv_heads, capacity, head_dim), bound as both the past input and the present output of
+// every run. onnxruntime's GroupQueryAttention sees the same buffer on both sides and writes only the new
+// positions in place (its past_present_share_buffer mode); attention reads the real length from
+// attention_mask, so positions past it are never read. Capacity doubles (one copy per growth, never per
+// step) up to the context length. Trimming to a prefix only shortens the held length.
 
 /**
  * @typedef {{numLayers: number, numKvHeads: number, headDim: number, dtype: 'float32'|'float16'}} KvShape
  */
 
-export class KvCache {
+/** GPUBufferUsage.STORAGE | COPY_SRC | COPY_DST (the constants are not defined in every worker scope). */
+const KV_BUFFER_USAGE = 0x80 | 0x04 | 0x08;
+
+/** First capacity of a fixed cache; doubled as the context grows. */
+export const INITIAL_CAPACITY = 256;
+
+/**
+ * Which cache a session gets.
+ * @param {{provider: string, shareBuffer: boolean, requested?: 'auto'|'fixed'|'growing'}} o
+ *   provider: the session's effective provider ('webgpu+wasm': ORT keeps shape arithmetic on the CPU, the
+ *   attention runs on the GPU); shareBuffer: the graph the session runs supports it
+ * @returns {'fixed'|'growing'}
+ */
+export function kvCacheMode(o) {
+  const possible = o.provider.split('+')[0] === 'webgpu' && o.shareBuffer;
+  const requested = o.requested || 'auto';
+  if (requested === 'fixed' && !possible) {
+    throw new Error(`kvCache "fixed" needs a WebGPU session on a graph with past_present_share_buffer (this one: ${o.provider}` +
+      `${o.shareBuffer ? '' : ', graph without GroupQueryAttention'}); use kvCache "auto"`);
+  }
+  return requested === 'growing' || !possible ? 'growing' : 'fixed';
+}
+
+class KvCacheBase {
   /** @param {any} ort @param {KvShape} shape */
   constructor(ort, shape) {
     this.ort = ort;
     this.shape = shape;
     /** @type {number[]} token ids whose keys/values are held, in order */
     this.tokens = [];
-    /** @type {Record<string, any>} past_key_values.{i}.{key|value} -> ort.Tensor (1, n_kv_heads, len, head_dim) */
-    this.past = this.empty();
   }
 
   get length() { return this.tokens.length; }
@@ -29,9 +57,22 @@ export class KvCache {
     return out;
   }
 
-  /** @returns {string[]} the matching present.* output names */
-  presentNames() {
-    return this.names().map((n) => n.replace('past_key_values.', 'present.'));
+  /** @param {number[]} ids @returns {number} length of the common prefix of ids and the held tokens */
+  commonPrefix(ids) {
+    const n = Math.min(ids.length, this.tokens.length);
+    let i = 0;
+    while (i < n && ids[i] === this.tokens[i]) i++;
+    return i;
+  }
+}
+
+export class GrowingKvCache extends KvCacheBase {
+  /** @param {any} ort @param {KvShape} shape */
+  constructor(ort, shape) {
+    super(ort, shape);
+    this.mode = /** @type {const} */ ('growing');
+    /** @type {Record<string, any>} past_key_values.{i}.{key|value} -> ort.Tensor (1, n_kv_heads, len, head_dim) */
+    this.past = this.empty();
   }
 
   /** @returns {Record<string, any>} zero-length past tensors */
@@ -44,13 +85,14 @@ export class KvCache {
     return out;
   }
 
-  /** @param {number[]} ids @returns {number} length of the common prefix of ids and the held tokens */
-  commonPrefix(ids) {
-    const n = Math.min(ids.length, this.tokens.length);
-    let i = 0;
-    while (i < n && ids[i] === this.tokens[i]) i++;
-    return i;
-  }
+  /** Nothing to reserve: every run allocates its present. @param {number} _n */
+  async reserve(_n) {}
+
+  /** @returns {Record<string, any>} the past_key_values.* feeds */
+  feeds() { return this.past; }
+
+  /** @returns {null} no pre-allocated outputs */
+  fetches() { return null; }
 
   /**
    * Take a run's present.* outputs as the new past; `fed` are the tokens that run consumed.
@@ -93,6 +135,106 @@ export class KvCache {
     disposeAll(this.past);
     this.past = this.empty();
     this.tokens = [];
+  }
+
+  release() { this.reset(); }
+}
+
+export class FixedKvCache extends KvCacheBase {
+  /**
+   * @param {any} ort @param {any} device the GPUDevice onnxruntime-web runs on
+   * @param {KvShape} shape @param {{limit: number, capacity?: number}} o limit: the context length
+   */
+  constructor(ort, device, shape, o) {
+    super(ort, shape);
+    this.mode = /** @type {const} */ ('fixed');
+    this.device = device;
+    this.limit = o.limit;
+    this.capacity = 0;
+    this.growths = 0;
+    /** @type {Record<string, any>} past name -> GPUBuffer */
+    this.buffers = {};
+    /** @type {Record<string, any>} past name -> ort.Tensor over that buffer, (1, H, capacity, D) */
+    this.tensors = {};
+    this.allocate(Math.max(1, Math.min(o.capacity || INITIAL_CAPACITY, o.limit)));
+  }
+
+  /**
+   * @param {any} ort onnxruntime-web after a WebGPU session was created on it
+   * @param {KvShape} shape @param {{limit: number, capacity?: number}} o
+   */
+  static async create(ort, shape, o) {
+    const device = await ort.env.webgpu.device;
+    if (!device) throw new Error('onnxruntime-web exposes no WebGPU device (env.webgpu.device) for the KV cache');
+    return new FixedKvCache(ort, device, shape, o);
+  }
+
+  get elementBytes() { return this.shape.dtype === 'float16' ? 2 : 4; }
+
+  /** Allocate buffers of `capacity` positions, carrying the held positions over (head by head: the
+   * sequence axis is inside each head's slab). @param {number} capacity */
+  allocate(capacity) {
+    const { numKvHeads: H, headDim: D, dtype } = this.shape;
+    const row = D * this.elementBytes; // bytes per position per head
+    const held = this.tokens.length;
+    const encoder = held > 0 && this.capacity > 0 ? this.device.createCommandEncoder() : null;
+    /** @type {Record<string, any>} */
+    const buffers = {};
+    /** @type {Record<string, any>} */
+    const tensors = {};
+    for (const name of this.names()) {
+      const buf = this.device.createBuffer({ size: Math.ceil((H * capacity * row) / 16) * 16, usage: KV_BUFFER_USAGE });
+      if (encoder) for (let h = 0; h < H; h++) encoder.copyBufferToBuffer(this.buffers[name], h * this.capacity * row, buf, h * capacity * row, held * row);
+      buffers[name] = buf;
+      tensors[name] = this.ort.Tensor.fromGpuBuffer(buf, { dataType: dtype, dims: [1, H, capacity, D] });
+    }
+    if (encoder) this.device.queue.submit([encoder.finish()]);
+    this.destroyBuffers();
+    if (this.capacity > 0) this.growths++;
+    this.buffers = buffers;
+    this.tensors = tensors;
+    this.capacity = capacity;
+  }
+
+  /** Make room for n more positions (doubling, capped at the context length). @param {number} n */
+  async reserve(n) {
+    const need = this.tokens.length + n;
+    if (need <= this.capacity) return;
+    if (need > this.limit) throw new Error(`KV cache: ${need} positions exceed the context length ${this.limit}`);
+    let cap = this.capacity;
+    while (cap < need) cap *= 2;
+    this.allocate(Math.min(cap, this.limit));
+  }
+
+  /** @returns {Record<string, any>} the past_key_values.* feeds: the buffers themselves */
+  feeds() { return this.tensors; }
+
+  /** @returns {Record<string, any>} present.* bound to the same buffers, so the run writes in place */
+  fetches() {
+    /** @type {Record<string, any>} */
+    const out = {};
+    for (const [name, t] of Object.entries(this.tensors)) out[name.replace('past_key_values.', 'present.')] = t;
+    return out;
+  }
+
+  /** The run wrote its positions in place. @param {Record<string, any>} _outputs @param {number[]} fed */
+  update(_outputs, fed) { this.tokens = this.tokens.concat(fed); }
+
+  /** Keep the first n positions: later ones are overwritten by the next run, never read. @param {number} n */
+  async trim(n) { if (n < this.tokens.length) this.tokens = this.tokens.slice(0, n); }
+
+  reset() { this.tokens = []; }
+
+  destroyBuffers() {
+    for (const b of Object.values(this.buffers)) b.destroy();
+    this.buffers = {};
+    this.tensors = {};
+  }
+
+  release() {
+    this.tokens = [];
+    this.destroyBuffers();
+    this.capacity = 0;
   }
 }
 

@@ -9,8 +9,10 @@ import { BlobFile } from './cache.js';
 /**
  * @typedef {import('./manifest.js').Manifest} Manifest
  * @typedef {import('./protocol.js').LoadProgress} LoadProgress
- * @typedef {{variant?: string, device?: 'auto'|'webgpu'|'wasm', unpackInt4?: boolean}} LoadOptions
+ * @typedef {{variant?: string, device?: 'auto'|'webgpu'|'wasm', unpackInt4?: boolean, kvCache?: 'auto'|'fixed'|'growing'}} LoadOptions
  *   unpackInt4: on WASM, run an int4 variant's dequantize-at-load graph when the bundle has one (default true)
+ *   kvCache: 'auto' (default) a fixed-capacity cache written in place where the session can (WebGPU on a
+ *   graph with past_present_share_buffer, see kv_cache.js), else the growing one; 'growing' forces the latter
  * @typedef {{getOrt: (provider: 'webgpu'|'wasm') => Promise<any>, gpu: any, logTap: import('./session.js').LogTap,
  *            store: import('./cache.js').ModelStore, now: () => number}} LoaderDeps
  * @typedef {{onProgress?: (p: LoadProgress) => void, signal?: AbortSignal}} LoadHooks

@@ -152,10 +152,20 @@ export class Session {
 
   /**
    * Run once; calls are queued so only one run is in flight.
-   * @param {Record<string, any>} feeds @returns {Promise<Record<string, any>>}
+   * @param {Record<string, any>} feeds
+   * @param {Record<string, any>|null} [bound] outputs written into pre-allocated tensors (the fixed KV cache);
+   *   every other output is returned as onnxruntime allocates it
+   * @returns {Promise<Record<string, any>>}
    */
-  run(feeds) {
-    const next = this.tail.then(() => this.session.run(feeds, { logSeverityLevel: 3 }));
+  run(feeds, bound = null) {
+    /** @type {Record<string, any>|null} */
+    let fetches = null;
+    if (bound) {
+      fetches = {};
+      for (const n of this.outputNames) fetches[n] = n in bound ? bound[n] : null;
+    }
+    const opts = { logSeverityLevel: 3 };
+    const next = this.tail.then(() => (fetches ? this.session.run(feeds, fetches, opts) : this.session.run(feeds, opts)));
     this.tail = next.catch(() => undefined);
     return next;
   }

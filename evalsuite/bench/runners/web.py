@@ -167,6 +167,7 @@ def make_webllama_runner(req) -> PageRunner:
         "device": req.device,
         "numThreads": req.threads,
         "unpackInt4": req.unpack_int4,
+        "kvCache": req.kv_cache,
     }
     return _attach_model_facts(PageRunner("webllama", req, server, opts), bundle, variant)
 
