@@ -10,7 +10,8 @@
 # project's .venv (bash scripts/setup.sh, which needs the package mirrors; carry .venv otherwise). Each step
 # that lacks its prerequisite is skipped with a line in summary.txt, so a partial machine still reports what
 # it has. Rows: decode/prefill tok/s (webllama bench protocol, 2 runs, 32 decoded tokens), plus the KV-length
-# check (decode after 128 and 2048 prompt tokens, benchmarks/wasm_memory.py --device webgpu).
+# check (decode after 128 and 2048 prompt tokens, benchmarks/wasm_memory.py --device webgpu, fixed and growing
+# KV cache).
 set -u
 OUT=${1:-${OUT:-/tmp/webllama-gpu}}
 mkdir -p "$OUT"
@@ -60,6 +61,9 @@ print('$1', i.get('execution_provider'), (i.get('adapter') or {}).get('descripti
   row "transformersjs-smollm2-$v" "$WORK/smollm2" transformersjs "$v"
 done
 [ -d "$WORK/llama1b/bundle" ] && row "webllama-llama1b-q4" "$WORK/llama1b/bundle" browser q4
-[ -d "$WORK/smollm2" ] && "$PY" "$REPO/benchmarks/wasm_memory.py" "$WORK/smollm2" --device webgpu --variant q4f16 \
-  --contexts 128,2048 --decode 32 --threads 4 --output "$OUT/kv-length-webgpu.json" 2>&1 | tail -1 | tee -a "$SUMMARY"
+# KV length: the fixed-capacity cache (default on WebGPU) against the growing one, same session type
+[ -d "$WORK/smollm2" ] && for kv in fixed growing; do
+  "$PY" "$REPO/benchmarks/wasm_memory.py" "$WORK/smollm2" --device webgpu --variant q4f16 --kv-cache "$kv" \
+    --contexts 128,2048 --decode 32 --threads 4 --output "$OUT/kv-length-webgpu-$kv.json" 2>&1 | tail -1 | sed "s/^/kv $kv: /" | tee -a "$SUMMARY"
+done
 note "done: $(ls "$OUT"/*.json 2>/dev/null | wc -l) result files in $OUT"

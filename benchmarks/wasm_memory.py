@@ -20,10 +20,12 @@ from pathlib import Path
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
+    from webllama.evalsuite.devices import BROWSER_DEVICES, DEFAULT_BROWSER_DEVICE
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle", type=Path)
     p.add_argument("--variant", default="q4")
-    p.add_argument("--device", default="wasm", choices=("wasm", "webgpu"))
+    p.add_argument("--device", default=DEFAULT_BROWSER_DEVICE, choices=BROWSER_DEVICES)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--contexts", default="128", help="comma-separated prompt lengths before decoding")
     p.add_argument("--decode", type=int, default=32, help="greedy tokens timed after each prompt")

@@ -64,8 +64,8 @@ def main() -> int:
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
     from webllama.converter.manifest import open_bundle
-    from webllama.evalsuite.backends.browser import BASE_ARGS
     from webllama.evalsuite.bench.web_server import BenchServer
+    from webllama.evalsuite.devices import chromium_args
 
     b = open_bundle(a.bundle)
     v = b.variant(a.variant)
@@ -83,7 +83,7 @@ def main() -> int:
                 pass
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=a.chromium, headless=True, args=BASE_ARGS)
+        browser = pw.chromium.launch(executable_path=a.chromium, headless=True, args=chromium_args("wasm"))
         page = browser.new_context().new_page()
         page.set_default_timeout(600_000)
         page.on("console", on_console)

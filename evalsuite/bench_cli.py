@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from webllama.evalsuite.bench.runners import RUNNERS
+from webllama.evalsuite.devices import DEVICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "llamacpp, transformersjs, wllama: the peers",
     )
     p.add_argument("--variant", default=None, help="bundle variant (fp32, fp16, q4, q4f16; default: q4 if present)")
-    p.add_argument("--device", default=None, choices=["cpu", "wasm", "webgpu"], help="browser EP (default wasm); cpu otherwise")
+    p.add_argument("--device", default=None, choices=list(DEVICES), help="browser EP (default wasm); cpu otherwise")
     p.add_argument("--threads", type=int, default=2, help="CPU / WASM threads (default 2)")
     p.add_argument("--runs", type=int, default=5, help="timed repeats per measurement after the warm-up (default 5)")
     p.add_argument("--load-runs", type=int, default=3, help="times the model is loaded (default 3)")

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 
+from webllama.evalsuite.devices import BROWSER_DEVICES, DEFAULT_BROWSER_DEVICE
 from webllama.evalsuite.errors import EvalError
 
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="native: source model in torch; onnx: bundle on onnxruntime; browser: bundle in Chromium",
     )
     p.add_argument("--variant", default=None, help="bundle variant (fp32, fp16, q4, q4f16; default: q4 if present)")
-    p.add_argument("--device", default="wasm", choices=["webgpu", "wasm"], help="browser execution provider")
+    p.add_argument("--device", default=DEFAULT_BROWSER_DEVICE, choices=list(BROWSER_DEVICES), help="browser execution provider")
     p.add_argument("--provider", default="CPUExecutionProvider", help="onnxruntime execution provider (onnx)")
     p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names or globs, e.g. arc_easy,hellaswag,mmlu,wikitext")
     p.add_argument("--limit", type=float, default=None, help="at most N items per task (a fraction if < 1)")

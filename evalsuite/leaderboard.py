@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from webllama.evalsuite.compare import compare_metric
+from webllama.evalsuite.devices import DEFAULT_BROWSER_DEVICE
 from webllama.evalsuite.errors import DataMissing
 from webllama.evalsuite.run import RESULTS_FILE, load_run
 
@@ -93,7 +94,7 @@ def primary_metric(task: str, metrics: dict) -> str | None:
 def runtime_of(results: dict) -> str:
     req = results.get("webllama", {}).get("request", {})
     backend = req.get("backend", "native")
-    return f"browser-{req.get('device') or 'wasm'}" if backend == "browser" else backend
+    return f"browser-{req.get('device') or DEFAULT_BROWSER_DEVICE}" if backend == "browser" else backend
 
 
 def _bundle_size(model_rec: dict, variant: str) -> tuple[int | None, float | None]:
@@ -171,7 +172,7 @@ def load_bench(path: Path) -> dict | None:
 def bench_key(doc: dict) -> tuple[str | None, str, str]:
     runtime = doc["runtime"]
     if runtime == "browser":
-        runtime = f"browser-{doc.get('device') or 'wasm'}"
+        runtime = f"browser-{doc.get('device') or DEFAULT_BROWSER_DEVICE}"
     return doc.get("source_sha256"), doc.get("variant") or "source", runtime
 
 

@@ -27,18 +27,8 @@ from pathlib import Path
 from lm_eval.api.registry import register_model
 from webllama.evalsuite.backends.base import GenOptions, Pair, WebllamaLM
 from webllama.evalsuite.backends.onnx import bundle_record, bundle_tokenizer
+from webllama.evalsuite.devices import CHROMIUM, DEFAULT_BROWSER_DEVICE, check_browser_device, chromium_args
 from webllama.evalsuite.errors import BackendError
-
-CHROMIUM = "/usr/bin/chromium"
-BASE_ARGS = [
-    "--no-sandbox",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
 
 SCORE_JS = "(batch) => window.webllama.scoreTokens(batch)"
 GENERATE_JS = """async (items) => {
@@ -98,7 +88,7 @@ class PageSession:
                 f"Chromium not found at {self.chromium}; install it (apt-get install chromium) or set WEBLLAMA_CHROMIUM"
             )
         self._pw = sync_playwright().start()
-        args = BASE_ARGS + (WEBGPU_ARGS if self.device == "webgpu" else [])
+        args = chromium_args(self.device)
         self._browser = self._pw.chromium.launch(executable_path=self.chromium, headless=True, args=args)
         self.page = self._browser.new_context().new_page()
         self.page.set_default_timeout(self.timeout_ms)
@@ -145,7 +135,7 @@ class BrowserLM(WebllamaLM):
         pretrained: str | None = None,
         bundle: str | None = None,
         variant: str | None = None,
-        device: str = "wasm",
+        device: str = DEFAULT_BROWSER_DEVICE,
         batch_size: int | str = 64,
         seed: int = 1234,
         chromium: str | None = None,
@@ -158,8 +148,10 @@ class BrowserLM(WebllamaLM):
         path = pretrained or bundle
         if not path:
             raise BackendError("webllama-browser needs pretrained=BUNDLE_DIR (a folder made by `webllama convert`)")
-        if device not in ("wasm", "webgpu"):
-            raise BackendError(f"device {device!r}: use wasm or webgpu")
+        try:
+            check_browser_device(device)
+        except ValueError as e:
+            raise BackendError(str(e)) from None
         self.bundle = open_bundle(path)
         self.variant = self.bundle.variant(variant)["name"]
         self.web_device = device

@@ -18,8 +18,14 @@ from webllama.evalsuite.bench.measure import Settings, run_protocol
 from webllama.evalsuite.bench.runners import RUNNERS
 from webllama.evalsuite.bench.schema import FORMAT, SCHEMA_VERSION, BenchError, validate
 from webllama.evalsuite.bench.target import describe_target
+from webllama.evalsuite.devices import BROWSER_DEVICES, DEFAULT_BROWSER_DEVICE, DEVICES
 
-DEFAULT_DEVICE = {"native": "cpu", "onnx": "cpu", "llamacpp": "cpu", "browser": "wasm", "transformersjs": "wasm", "wllama": "wasm"}
+DEFAULT_DEVICE = {
+    "native": "cpu",
+    "onnx": "cpu",
+    "llamacpp": "cpu",
+    **{r: DEFAULT_BROWSER_DEVICE for r in ("browser", "transformersjs", "wllama")},
+}
 BROWSER_RUNTIMES = ("browser", "transformersjs", "wllama")
 
 
@@ -48,7 +54,7 @@ class BenchRequest:
         if self.runtime not in RUNNERS:
             raise BenchError(f"--runtime {self.runtime!r}: use one of {', '.join(RUNNERS)}")
         device = self.device or DEFAULT_DEVICE[self.runtime]
-        allowed = ("wasm", "webgpu") if self.runtime in BROWSER_RUNTIMES else ("cpu",)
+        allowed = BROWSER_DEVICES if self.runtime in BROWSER_RUNTIMES else tuple(n for n, d in DEVICES.items() if not d.browser)
         if device not in allowed:
             raise BenchError(f"--device {device!r} with --runtime {self.runtime}: use {' or '.join(allowed)}")
         object.__setattr__(self, "device", device)

@@ -10,12 +10,13 @@ import math
 import statistics
 from typing import Any
 
+from webllama.evalsuite.devices import DEVICES as _DEVICES
 from webllama.evalsuite.errors import EvalError
 
 SCHEMA_VERSION = 1
 FORMAT = "webllama-bench"
 RUNTIMES = ("native", "onnx", "browser", "llamacpp", "transformersjs", "wllama")
-DEVICES = ("cpu", "wasm", "webgpu")
+DEVICES = tuple(_DEVICES)  # evalsuite/devices.py
 # metrics key -> unit; every one is a Stat (below) or null when the runtime cannot observe it
 STAT_METRICS = {"load_s": "s", "load_cached_s": "s", "ttft_s": "s", "decode_tokens_per_s": "tokens/s"}
 

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from webllama.evalsuite.devices import BROWSER_DEVICES
 from webllama.evalsuite.run import _DropCustomKwargsNotice
 from webllama.evalsuite.sweep.spec import ModelSpec, Recipe, RuntimeSpec, SweepError, SweepSpec
 
@@ -39,8 +40,8 @@ class Runtime:
 RUNTIMES: Registry[Runtime] = Registry("runtime")
 RUNTIMES.add("native", Runtime("native", None, "native", False))
 RUNTIMES.add("onnx", Runtime("onnx", None, "onnx", False))
-RUNTIMES.add("browser-wasm", Runtime("browser", "wasm", "browser", True))
-RUNTIMES.add("browser-webgpu", Runtime("browser", "webgpu", "browser", True))
+for _device in BROWSER_DEVICES:  # evalsuite/devices.py
+    RUNTIMES.add(f"browser-{_device}", Runtime("browser", _device, "browser", True))
 RUNTIMES.freeze()
 CHROMIUM = "chromium"  # the custom Ray resource: how many browser sessions a node can host at once
 

@@ -138,7 +138,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def test_convert_then_serve_answers_in_chromium(venv, elsewhere, stories_dir, demo):
     from playwright.sync_api import sync_playwright
-    from webllama.evalsuite.backends.browser import BASE_ARGS
+    from webllama.evalsuite.devices import chromium_args
 
     run(venv, elsewhere, "convert", str(stories_dir), "s260", "--variant", "q4", "--no-verify")  # demo verified its own
     run(venv, elsewhere, "site", "s260", "--out", "site")  # the static site copies the vendored files too
@@ -152,7 +152,7 @@ def test_convert_then_serve_answers_in_chromium(venv, elsewhere, stories_dir, de
         with urllib.request.urlopen(url + "/leaderboard/") as r:
             assert b"arc_easy" in r.read()
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args("wasm"))
             page = browser.new_page()
             page.set_default_timeout(300_000)
             page.goto(url + "/?model=s260&autoload=1")

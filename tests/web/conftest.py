@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from webllama.evalsuite.backends.browser import BASE_ARGS, WEBGPU_ARGS  # one Chromium command line for tests and evals
+from webllama.evalsuite.devices import chromium_args  # one Chromium command line for tests, evals and benchmarks
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 CHROMIUM = os.environ.get("WEBLLAMA_CHROMIUM", "/usr/bin/chromium")
@@ -94,7 +94,7 @@ def playwright_instance():
 @pytest.fixture(scope="session")
 def browser(playwright_instance):
     """Chromium with a (SwiftShader) WebGPU adapter."""
-    b = playwright_instance.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS + WEBGPU_ARGS)
+    b = playwright_instance.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args("webgpu"))
     yield b
     b.close()
 
@@ -102,7 +102,7 @@ def browser(playwright_instance):
 @pytest.fixture(scope="session")
 def browser_no_webgpu(playwright_instance):
     """Chromium without WebGPU: navigator.gpu gives no adapter."""
-    b = playwright_instance.chromium.launch(executable_path=CHROMIUM, headless=True, args=BASE_ARGS)
+    b = playwright_instance.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args("wasm"))
     yield b
     b.close()
 

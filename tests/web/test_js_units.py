@@ -19,3 +19,21 @@ def test_node_unit_tests():
     r = run_node_tests(files)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "# fail 0" in r.stdout
+
+
+@pytest.mark.skipif(node_bin() is None, reason="node is not installed")
+def test_one_provider_table_on_both_sides():
+    """evalsuite/devices.py's browser devices are exactly the engine's PROVIDERS (web/engine/session.js), and every
+    ORT EP name the engine maps comes back to one of them."""
+    import json
+    import subprocess
+
+    from webllama.evalsuite.devices import BROWSER_DEVICES
+
+    session = (HERE.parents[1] / "web" / "engine" / "session.js").as_uri()
+    js = f"import('{session}').then((m) => console.log(JSON.stringify({{p: Object.keys(m.PROVIDERS), e: m.EP_NAMES}})))"
+    r = subprocess.run([node_bin(), "--input-type=module", "-e", js], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert sorted(got["p"]) == sorted(BROWSER_DEVICES)
+    assert set(got["e"].values()) == set(BROWSER_DEVICES), got["e"]

@@ -6,12 +6,21 @@
 
 import { SessionError } from './errors.js';
 
-/** ORT EP names -> our provider names. */
-export const EP_NAMES = Object.freeze({
-  WebGpuExecutionProvider: 'webgpu',
-  JsExecutionProvider: 'webgpu',
-  CPUExecutionProvider: 'wasm',
+/**
+ * The one provider table, the JavaScript half of evalsuite/devices.py (tests/web/test_js_units.py checks both
+ * name the same providers): per provider of ours, what onnxruntime-web is given as its execution provider,
+ * the EP names its placement log uses, whether outputs may stay on the device (gpu-buffer), and the order
+ * in which a mixed placement is named (the GPU first).
+ * @type {Readonly<Record<'webgpu'|'wasm', {executionProvider: any, ortEps: string[], deviceOutputs: boolean, rank: number}>>}
+ */
+export const PROVIDERS = Object.freeze({
+  webgpu: Object.freeze({ executionProvider: Object.freeze({ name: 'webgpu' }), ortEps: ['WebGpuExecutionProvider', 'JsExecutionProvider'], deviceOutputs: true, rank: 0 }),
+  wasm: Object.freeze({ executionProvider: 'wasm', ortEps: ['CPUExecutionProvider'], deviceOutputs: false, rank: 1 }),
 });
+
+/** ORT EP names -> our provider names, from PROVIDERS. */
+export const EP_NAMES = Object.freeze(/** @type {Record<string, string>} */ (Object.fromEntries(
+  Object.entries(PROVIDERS).flatMap(([p, d]) => d.ortEps.map((ep) => [ep, p])))));
 
 const ORT_LINE = /\[[VIWEF]:onnxruntime:/;
 
@@ -87,9 +96,10 @@ export function parsePlacement(lines) {
  * @param {Placement} p @returns {string}
  */
 export function effectiveProvider(p) {
-  const names = [...new Set(Object.keys(p.counts).filter((ep) => p.counts[ep] > 0).map((ep) => EP_NAMES[/** @type {keyof typeof EP_NAMES} */ (ep)] || ep))];
+  const names = [...new Set(Object.keys(p.counts).filter((ep) => p.counts[ep] > 0).map((ep) => EP_NAMES[ep] || ep))];
   if (names.length === 0) return 'unknown';
-  return names.sort((a, b) => (a === 'webgpu' ? -1 : b === 'webgpu' ? 1 : a.localeCompare(b))).join('+');
+  const rank = (/** @type {string} */ n) => (n in PROVIDERS ? PROVIDERS[/** @type {'webgpu'|'wasm'} */ (n)].rank : Infinity);
+  return names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).join('+');
 }
 
 /**
@@ -188,9 +198,10 @@ export class Session {
 export async function createSession(ort, o) {
   /** @type {Record<string, string>} */
   const location = {};
-  if (o.provider === 'webgpu') for (const name of o.gpuOutputs) location[name] = 'gpu-buffer';
+  const ep = PROVIDERS[o.provider];
+  if (ep.deviceOutputs) for (const name of o.gpuOutputs) location[name] = 'gpu-buffer';
   const options = {
-    executionProviders: [o.provider === 'webgpu' ? { name: 'webgpu' } : 'wasm'],
+    executionProviders: [typeof ep.executionProvider === 'string' ? ep.executionProvider : { ...ep.executionProvider }], // ORT may annotate it
     externalData: o.externalData,
     preferredOutputLocation: location,
     graphOptimizationLevel: 'all',

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from webllama.evalsuite.backends.browser import BASE_ARGS as EVAL_BASE_ARGS
 from webllama.evalsuite.bench.schema import BenchError
+from webllama.evalsuite.devices import chromium_args
 
-# The eval backend's Chromium flags (one list for the whole suite), plus eager memory measurement.
-BASE_ARGS = [*EVAL_BASE_ARGS, "--enable-blink-features=ForceEagerMeasureMemory"]
-WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
-# A real GPU (benchmarks/gpu_webgpu.sh): headless Chromium on Linux reaches it only through Vulkan, and blocks
-# most server GPUs by default. Set WEBLLAMA_CHROMIUM_GPU=1 to add these.
-REAL_GPU_ARGS = ["--enable-features=Vulkan,WebGPU", "--use-vulkan=native", "--use-angle=vulkan", "--ignore-gpu-blocklist"]
-
-
-def webgpu_args() -> list[str]:
-    import os
-
-    return WEBGPU_ARGS + (REAL_GPU_ARGS if os.environ.get("WEBLLAMA_CHROMIUM_GPU") == "1" else [])
+# The suite's Chromium flags (evalsuite/devices.py: the same browser as the eval backend), plus eager memory
+# measurement.
+MEMORY_ARGS = ("--enable-blink-features=ForceEagerMeasureMemory",)
 
 
 class PageRunner:
@@ -42,7 +33,7 @@ class PageRunner:
         if not Path(self.req.chromium).exists():
             raise BenchError(f"Chromium not found at {self.req.chromium}; apt-get install chromium (never `playwright install`)")
         self._pw = sync_playwright().start()
-        args = BASE_ARGS + (webgpu_args() if self.req.device == "webgpu" else [])
+        args = chromium_args(self.req.device, MEMORY_ARGS)
         import tempfile
 
         # A persistent profile, as a user's browser has: an incognito context (new_context) keeps the Cache API and
