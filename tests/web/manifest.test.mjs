@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseManifest, pickVariant, variantFiles, variantGraph } from '../../web/engine/manifest.js';
 import { ManifestError, VariantError } from '../../web/engine/errors.js';
-import { FixedKvCache, GrowingKvCache, kvCacheMode } from '../../web/engine/kv_cache.js';
+import { FixedKvCache, GrowingKvCache, kvCacheMode, maxPositions } from '../../web/engine/kv_cache.js';
 
 function manifest(variants = ['fp32', 'q4', 'q4f16']) {
   const v = {};
@@ -122,6 +122,7 @@ test('fixed kv cache: one buffer bound as past and present, doubling keeps every
   const device = fakeDevice();
   const shape = { numLayers: 1, numKvHeads: 2, headDim: 4, dtype: 'float32' };
   const kv = new FixedKvCache(fakeOrt, device, shape, { limit: 10, capacity: 2 });
+  await kv.allocate(kv.firstCapacity);
   assert.deepEqual(kv.feeds()['past_key_values.0.key'].dims, [1, 2, 2, 4]);
   assert.equal(kv.fetches()['present.0.value'], kv.feeds()['past_key_values.0.value']); // the same tensor both ways
   await kv.reserve(2);
@@ -149,6 +150,30 @@ test('fixed kv cache: one buffer bound as past and present, doubling keeps every
   assert.equal(kv.capacity, 10); // trimming never reallocates
   kv.release();
   assert.equal(Object.keys(kv.buffers).length, 0);
+});
+
+test('fixed kv cache: the device limits cap the positions, a refused growth keeps the cache and names the size', async () => {
+  const shape = { numLayers: 2, numKvHeads: 8, headDim: 64, dtype: 'float32' };
+  const device = { ...fakeDevice(), limits: { maxStorageBufferBindingSize: 2 ** 27, maxBufferSize: 2 ** 30 } };
+  assert.equal(maxPositions(device, shape), 65536); // 128 MiB / (8 heads x 64 x 4 B)
+  let failNext = false;
+  const scopes = [];
+  device.pushErrorScope = (f) => scopes.push(f);
+  device.popErrorScope = async () => { scopes.pop(); const e = failNext ? { message: 'Out of memory' } : null; failNext = false; return e; };
+  const ort = { ...fakeOrt, env: { webgpu: { device: Promise.resolve(device) } } };
+  const kv = await FixedKvCache.create(ort, shape, { limit: 131072, capacity: 4 });
+  assert.equal(kv.limit, 65536);
+  assert.equal(kv.capacity, 4);
+  kv.update({}, [1, 2, 3]);
+  const before = kv.buffers['past_key_values.1.value'];
+  failNext = true;
+  await assert.rejects(kv.reserve(2), (e) => e.name === 'OutOfMemoryError' && /8 positions need 0 MiB of GPU memory/.test(e.message));
+  assert.equal(kv.capacity, 4);
+  assert.equal(kv.buffers['past_key_values.1.value'], before);
+  assert.ok(!before.destroyed);
+  await kv.reserve(2); // the GPU has room again
+  assert.equal(kv.capacity, 8);
+  assert.deepEqual(scopes, []);
 });
 
 test('kv cache mode: fixed only on WebGPU over a share-buffer graph', () => {

@@ -78,6 +78,11 @@ export class Engine {
     this.cache = mode === 'fixed'
       ? await FixedKvCache.create(l.session.ort, shape, { limit: l.manifest.context_length })
       : new GrowingKvCache(l.session.ort, shape);
+    if (this.cache instanceof FixedKvCache && this.cache.limit < l.manifest.context_length) { // the engine enforces manifest.context_length
+      l.contextLimitReason = `capped at ${this.cache.limit} of ${l.manifest.context_length} tokens: one KV buffer of the full context ` +
+        "exceeds this GPU's largest storage buffer";
+      l.manifest.context_length = this.cache.limit;
+    }
     l.files.clear(); // the session holds its own copy of the weights
     this.loaded = { ...l, tokenizer, template };
     if (hooks.onProgress) hooks.onProgress({ stage: 'ready', loaded_bytes: 0, total_bytes: 0, bytes_per_s: 0, from_cache: l.fromCache, text: 'Ready' });

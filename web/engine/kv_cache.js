@@ -10,7 +10,12 @@
 // every run. onnxruntime's GroupQueryAttention sees the same buffer on both sides and writes only the new
 // positions in place (its past_present_share_buffer mode); attention reads the real length from
 // attention_mask, so positions past it are never read. Capacity doubles (one copy per growth, never per
-// step) up to the context length. Trimming to a prefix only shortens the held length.
+// step) up to the context length, or to the most positions one GPU buffer may hold (the device's
+// maxStorageBufferBindingSize / maxBufferSize; `maxPositions`, which the engine applies as the context length).
+// A growth the GPU cannot allocate throws OutOfMemoryError and keeps the cache as it was. Trimming to a prefix
+// only shortens the held length.
+
+import { OutOfMemoryError } from './errors.js';
 
 /**
  * @typedef {{numLayers: number, numKvHeads: number, headDim: number, dtype: 'float32'|'float16'}} KvShape
@@ -156,37 +161,56 @@ export class FixedKvCache extends KvCacheBase {
     this.buffers = {};
     /** @type {Record<string, any>} past name -> ort.Tensor over that buffer, (1, H, capacity, D) */
     this.tensors = {};
-    this.allocate(Math.max(1, Math.min(o.capacity || INITIAL_CAPACITY, o.limit)));
+    this.firstCapacity = Math.max(1, Math.min(o.capacity || INITIAL_CAPACITY, o.limit));
   }
 
   /**
    * @param {any} ort onnxruntime-web after a WebGPU session was created on it
-   * @param {KvShape} shape @param {{limit: number, capacity?: number}} o
+   * @param {KvShape} shape @param {{limit: number, capacity?: number}} o limit: the context length, lowered to
+   *   maxPositions(device) when one buffer of it would exceed the device's limits
    */
   static async create(ort, shape, o) {
     const device = await ort.env.webgpu.device;
     if (!device) throw new Error('onnxruntime-web exposes no WebGPU device (env.webgpu.device) for the KV cache');
-    return new FixedKvCache(ort, device, shape, o);
+    const cache = new FixedKvCache(ort, device, shape, { ...o, limit: Math.min(o.limit, maxPositions(device, shape)) });
+    await cache.allocate(cache.firstCapacity);
+    return cache;
   }
 
   get elementBytes() { return this.shape.dtype === 'float16' ? 2 : 4; }
 
-  /** Allocate buffers of `capacity` positions, carrying the held positions over (head by head: the
+  /** Bytes of every buffer together at `capacity` positions. @param {number} capacity */
+  bytesAt(capacity) {
+    const { numLayers, numKvHeads, headDim } = this.shape;
+    return 2 * numLayers * numKvHeads * capacity * headDim * this.elementBytes;
+  }
+
+  /** Allocate buffers of `capacity` positions (all or none), carrying the held positions over (head by head: the
    * sequence axis is inside each head's slab). @param {number} capacity */
-  allocate(capacity) {
+  async allocate(capacity) {
     const { numKvHeads: H, headDim: D, dtype } = this.shape;
     const row = D * this.elementBytes; // bytes per position per head
     const held = this.tokens.length;
-    const encoder = held > 0 && this.capacity > 0 ? this.device.createCommandEncoder() : null;
     /** @type {Record<string, any>} */
     const buffers = {};
+    // WebGPU reports allocation failure asynchronously, through an error scope
+    const scoped = typeof this.device.pushErrorScope === 'function';
+    if (scoped) this.device.pushErrorScope('out-of-memory');
+    for (const name of this.names()) {
+      buffers[name] = this.device.createBuffer({ size: Math.ceil((H * capacity * row) / 16) * 16, usage: KV_BUFFER_USAGE });
+    }
+    const oom = scoped ? await this.device.popErrorScope() : null;
+    if (oom) {
+      for (const b of Object.values(buffers)) b.destroy();
+      throw new OutOfMemoryError(`KV cache: ${capacity} positions need ${mib(this.bytesAt(capacity))} of GPU memory and the ` +
+        `GPU refused them (${oom.message}); start a new chat or send a shorter conversation`, { positions: capacity, bytes: this.bytesAt(capacity) });
+    }
     /** @type {Record<string, any>} */
     const tensors = {};
+    const encoder = held > 0 && this.capacity > 0 ? this.device.createCommandEncoder() : null;
     for (const name of this.names()) {
-      const buf = this.device.createBuffer({ size: Math.ceil((H * capacity * row) / 16) * 16, usage: KV_BUFFER_USAGE });
-      if (encoder) for (let h = 0; h < H; h++) encoder.copyBufferToBuffer(this.buffers[name], h * this.capacity * row, buf, h * capacity * row, held * row);
-      buffers[name] = buf;
-      tensors[name] = this.ort.Tensor.fromGpuBuffer(buf, { dataType: dtype, dims: [1, H, capacity, D] });
+      if (encoder) for (let h = 0; h < H; h++) encoder.copyBufferToBuffer(this.buffers[name], h * this.capacity * row, buffers[name], h * capacity * row, held * row);
+      tensors[name] = this.ort.Tensor.fromGpuBuffer(buffers[name], { dataType: dtype, dims: [1, H, capacity, D] });
     }
     if (encoder) this.device.queue.submit([encoder.finish()]);
     this.destroyBuffers();
@@ -201,9 +225,9 @@ export class FixedKvCache extends KvCacheBase {
     const need = this.tokens.length + n;
     if (need <= this.capacity) return;
     if (need > this.limit) throw new Error(`KV cache: ${need} positions exceed the context length ${this.limit}`);
-    let cap = this.capacity;
+    let cap = this.capacity || this.firstCapacity;
     while (cap < need) cap *= 2;
-    this.allocate(Math.min(cap, this.limit));
+    await this.allocate(Math.min(cap, this.limit));
   }
 
   /** @returns {Record<string, any>} the past_key_values.* feeds: the buffers themselves */
@@ -237,6 +261,20 @@ export class FixedKvCache extends KvCacheBase {
     this.capacity = 0;
   }
 }
+
+/**
+ * The most positions one KV buffer (1, kv_heads, positions, head_dim) may hold on `device`: a storage binding
+ * cannot exceed maxStorageBufferBindingSize, a buffer maxBufferSize.
+ * @param {any} device @param {KvShape} shape @returns {number}
+ */
+export function maxPositions(device, shape) {
+  const l = device.limits || {};
+  const bytes = Math.min(l.maxStorageBufferBindingSize || Infinity, l.maxBufferSize || Infinity);
+  return Math.floor(bytes / (shape.numKvHeads * shape.headDim * (shape.dtype === 'float16' ? 2 : 4)));
+}
+
+/** @param {number} b */
+const mib = (b) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 
 /** @param {Record<string, any>} tensors */
 function disposeAll(tensors) {
