@@ -96,8 +96,12 @@ class QuantSpec:
         return "hessian" if "hessian" in needs else ("imatrix" if "imatrix" in needs else None)
 
     def to_json(self) -> dict:
+        from webllama.converter.quant.methods import METHODS
+
         doc = asdict(self)
         doc["overrides"] = [{"pattern": p, **asdict(t)} for p, t in self.overrides]
+        used = {t.method for t in (self.linear, self.head, *(t for _, t in self.overrides)) if t.bits}
+        doc["method_params"] = {m: dict(METHODS.get(m).params) for m in sorted(used) if METHODS.get(m).params}
         doc.update(
             weight_op="MatMulNBits",
             lm_head_op="MatMulNBits" if self.head.bits else "MatMul",

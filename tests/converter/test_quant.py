@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from webllama.converter.errors import UnsupportedVariant
 from webllama.converter.graph.quantize import pack_blocks, quantize_matmul, unpack_nbits
 from webllama.converter.quant.int4 import ort_quantize
-from webllama.converter.quant.methods import METHODS, Stats, quantize_weight
+from webllama.converter.quant.methods import GPTQ_DAMP, METHODS, Stats, quantize_gptq, quantize_weight
 from webllama.converter.quant.policy import RECIPES, TensorQuant, from_options, parse_override
 
 
@@ -88,7 +88,8 @@ def test_gptq_never_worse_than_onnxruntime_gptq_or_the_search(bits, symmetric):
     x = _correlated(rng, 2048, k)
     w = rng.standard_normal((n, k)).astype(np.float32)
     st = _stats(x)
-    ours = quantize_weight(w, "gptq", bits, 32, symmetric, st)
+    # at onnxruntime's dampening (percdamp 0.01): the same objective, so ours must fit it at least as well
+    ours = quantize_gptq(w, bits, 32, symmetric, st, damp=0.01)
     srch = quantize_weight(w, "search", bits, 32, symmetric, st)
     ref = ort_gptq(w.T.copy(), st.hessian.copy(), num_bits=bits, group_size=32, scheme="sym" if symmetric else "asym", blocksize=32)
     ref_err = float(((x @ (ref.T - w).T) ** 2).mean())
@@ -178,6 +179,7 @@ def test_manifest_records_the_recipe_and_the_calibration_text(recipe_bundles):
 
     q = json.loads((recipe_bundles["gptq"] / "manifest.json").read_text())["variants"]["q4"]["quantization"]
     assert q["recipe"] == "gptq" and q["linear"]["method"] == "gptq" and q["head"]["method"] == "search"
+    assert q["method_params"] == {"gptq": {"damp": GPTQ_DAMP}}  # the hyper-parameters a reproduction needs
     import hashlib
 
     assert q["calibration"]["sha256"] == hashlib.sha256(builtin_corpus()[0].encode()).hexdigest()
