@@ -25,11 +25,6 @@ import { configureOrt } from './session.js';
  * @typedef {{token: number, stop: 'eos'|'length'|null}} Step
  */
 
-/** @param {GrowingKvCache|FixedKvCache} c @returns {import('./protocol.js').RuntimeInfo['kv_cache']} */
-function kvInfo(c) {
-  return c instanceof FixedKvCache ? { mode: 'fixed', capacity: c.capacity, growths: c.growths } : { mode: 'growing', capacity: null, growths: null };
-}
-
 /** Prompt tokens fed per run during prefill; bounds the logits buffer to PREFILL_CHUNK x vocab floats. */
 const PREFILL_CHUNK = 256;
 
@@ -120,7 +115,7 @@ export class Engine {
       has_chat_template: !l.template.isFallback, load_s: l.loadS, from_cache: l.fromCache, weights_streamed: l.weightsStreamed,
       num_threads: l.session.ort.env.wasm.numThreads, cross_origin_isolated: this.deps.crossOriginIsolated,
       ort_version: l.session.ort.env.versions && l.session.ort.env.versions.web,
-      kv_cache: kvInfo(/** @type {GrowingKvCache|FixedKvCache} */ (this.cache)),
+      kv_cache: /** @type {GrowingKvCache|FixedKvCache} */ (this.cache).info(),
     };
   }
 

@@ -16,6 +16,7 @@
 // only shortens the held length.
 
 import { OutOfMemoryError } from './errors.js';
+import { PROVIDERS } from './session.js';
 
 /**
  * @typedef {{numLayers: number, numKvHeads: number, headDim: number, dtype: 'float32'|'float16'}} KvShape
@@ -35,7 +36,9 @@ export const INITIAL_CAPACITY = 256;
  * @returns {'fixed'|'growing'}
  */
 export function kvCacheMode(o) {
-  const possible = o.provider.split('+')[0] === 'webgpu' && o.shareBuffer;
+  // the cache lives in device buffers: only a provider whose outputs may stay on the device can hold it
+  const lead = /** @type {keyof typeof PROVIDERS} */ (o.provider.split('+')[0]);
+  const possible = lead in PROVIDERS && PROVIDERS[lead].deviceOutputs && o.shareBuffer;
   const requested = o.requested || 'auto';
   if (requested === 'fixed' && !possible) {
     throw new Error(`kvCache "fixed" needs a WebGPU session on a graph with past_present_share_buffer (this one: ${o.provider}` +
@@ -43,6 +46,9 @@ export function kvCacheMode(o) {
   }
   return requested === 'growing' || !possible ? 'growing' : 'fixed';
 }
+
+/** @param {KvShape} shape @returns {number} bytes per element */
+const elementBytes = (shape) => (shape.dtype === 'float16' ? 2 : 4);
 
 class KvCacheBase {
   /** @param {any} ort @param {KvShape} shape */
@@ -75,7 +81,6 @@ export class GrowingKvCache extends KvCacheBase {
   /** @param {any} ort @param {KvShape} shape */
   constructor(ort, shape) {
     super(ort, shape);
-    this.mode = /** @type {const} */ ('growing');
     /** @type {Record<string, any>} past_key_values.{i}.{key|value} -> ort.Tensor (1, n_kv_heads, len, head_dim) */
     this.past = this.empty();
   }
@@ -143,6 +148,9 @@ export class GrowingKvCache extends KvCacheBase {
   }
 
   release() { this.reset(); }
+
+  /** @returns {{mode: 'growing', capacity: null, growths: null}} */
+  info() { return { mode: 'growing', capacity: null, growths: null }; }
 }
 
 export class FixedKvCache extends KvCacheBase {
@@ -152,7 +160,6 @@ export class FixedKvCache extends KvCacheBase {
    */
   constructor(ort, device, shape, o) {
     super(ort, shape);
-    this.mode = /** @type {const} */ ('fixed');
     this.device = device;
     this.limit = o.limit;
     this.capacity = 0;
@@ -177,7 +184,10 @@ export class FixedKvCache extends KvCacheBase {
     return cache;
   }
 
-  get elementBytes() { return this.shape.dtype === 'float16' ? 2 : 4; }
+  get elementBytes() { return elementBytes(this.shape); }
+
+  /** @returns {{mode: 'fixed', capacity: number, growths: number}} */
+  info() { return { mode: 'fixed', capacity: this.capacity, growths: this.growths }; }
 
   /** Bytes of every buffer together at `capacity` positions. @param {number} capacity */
   bytesAt(capacity) {
@@ -270,7 +280,7 @@ export class FixedKvCache extends KvCacheBase {
 export function maxPositions(device, shape) {
   const l = device.limits || {};
   const bytes = Math.min(l.maxStorageBufferBindingSize || Infinity, l.maxBufferSize || Infinity);
-  return Math.floor(bytes / (shape.numKvHeads * shape.headDim * (shape.dtype === 'float16' ? 2 : 4)));
+  return Math.floor(bytes / (shape.numKvHeads * shape.headDim * elementBytes(shape)));
 }
 
 /** @param {number} b */
