@@ -26,8 +26,8 @@ class OrtModel:
         graph: str = "default",
     ) -> None:
         """graph: "default" (the variant's graph) or "wasm" (its WASM graph, the one the browser engine runs on
-        WASM: int8 weights in DynamicQuantizeMatMul, converter/quant/unpack.py), run with the same session setting
-        as there."""
+        WASM: int8 weights in MatMulInteger with per-token 8-bit activations, converter/quant/unpack.py), run with
+        the same session setting as there."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 

@@ -4,18 +4,21 @@ Why: onnxruntime's MatMulNBits has fast kernels only where MLAS has a QNBitGemm 
 ARM NEON). The WebAssembly build has none, so every MatMulNBits call takes `ComputeBUnpacked`: it
 dequantizes the *whole* weight matrix to float32 and then runs SGEMM (SmolLM2 q4 decode 2.17 tok/s in
 Chromium). MLAS does have WebAssembly SIMD kernels for 8-bit integer GEMM (qgemm_kernel_wasmsimd.cpp), which
-onnxruntime's DynamicQuantizeMatMul uses: A float32 is quantized to uint8 per call (one scale per tensor),
-B is int8 (K, N) with one float scale per output column, prepacked once at session creation.
+onnxruntime's MatMulInteger uses: A uint8, B int8 (K, N), int32 out.
 
 So each MatMulNBits(A, B, scales[, zero_points][, bias]) of any bit width (4 or 8) and block size becomes
 
-    DynamicQuantizeMatMul(A, Q (K, N) int8, s (N,) float32[, bias])
+    a_s = max|A[t, :]| / 127 per token t;  A_q = round(A / a_s) + 128   (uint8, zero point 128)
+    Y   = MatMulInteger(A_q, Q (K, N) int8, 128) * a_s * s (N,)  [+ bias]
 
 with W = dequantized MatMulNBits weight (N, K), s[n] = max|W[n, :]| / 63, Q = round(W / s) (symmetric, 7 bits
 of int8 per output channel, see INT8_QMAX: at least as fine as the int4 grid wherever a block's maximum is within
 63/7 = 9x of its row's). Q is computed here, once, in numpy (the WASM engine's weights are stored, not built in the browser),
 so the browser and onnxruntime CPU run the same bytes: the graph is its own variant in verify.json
-(`q4_wasm`) because its numerics differ from the int4 graph (int8 weights and uint8 activations).
+(`q4_wasm`) because its numerics differ from the int4 graph (int8 weights and 8-bit activations). The activation
+scale is per token (ACT_QMAX), not onnxruntime's DynamicQuantizeMatMul's one per tensor: SmolLM2's int8 graph
+went from mean KL 0.690 / top-1 0.544 to 0.135 / 0.781 (int4 graph 0.091 / 0.827; int8 weights with float
+activations 0.107), at the same speed in Chromium (benchmarks/README.md "WASM at 1B scale").
 
 Measured in Chromium on SmolLM2 q4 against the previous WASM graph (float32 weights folded at load from
 the int4 file): see benchmarks/README.md "WASM int8". The graph holds ~1 byte per parameter in the
@@ -122,39 +125,79 @@ def requantize_int8(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(q.T), scale
 
 
-def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path) -> tuple[onnx.NodeProto, list]:
-    """The DynamicQuantizeMatMul node (and its int8 initializers) computing node's output."""
+# The activations are quantized per token (per row of A), symmetric around a fixed zero point of 128: one scale
+# per token, amax(|x|) / 127, so a token with massive activations (SmolLM2's first token reaches 5126 in layer 29)
+# coarsens only its own row. DynamicQuantizeMatMul (onnxruntime's fused op) has one scale for the whole A: in a
+# prefill every token got the step of the worst one (SmolLM2 int8 graph: top-1 0.54 with it), and rounding flips of
+# that huge step made x86 and WASM runs diverge. MatMulInteger takes per-row A only through a scalar zero point,
+# hence symmetric uint8 (x / s + 128, 255 levels); the int32 result is scaled back by s[token] * w_scale[col].
+ACT_QMAX = 127.0
+
+
+def _act_constants() -> list[TensorProto]:
+    """Initializers shared by every quantized matmul of the graph (names under `int8/`)."""
+    return [
+        numpy_helper.from_array(np.array([-1], np.int64), "int8/last_axis"),
+        numpy_helper.from_array(np.array(np.finfo(np.float32).tiny, np.float32), "int8/tiny"),
+        numpy_helper.from_array(np.array(ACT_QMAX, np.float32), "int8/qmax"),
+        numpy_helper.from_array(np.array(128.0, np.float32), "int8/zp_f"),
+        numpy_helper.from_array(np.array(128, np.uint8), "int8/zp"),
+    ]
+
+
+def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path) -> tuple[list, list]:
+    """The nodes (and int8 initializers) computing node's output: A quantized per token, MatMulInteger with the
+    int8 weight, the int32 result scaled by the token's and the column's scale."""
     q, scale = requantize_int8(dequantize_nbits(node, inits, base_dir))
     p = f"{node.input[1]}/int8"
     ins = list(node.input) + [""] * (6 - len(node.input))
-    bias = ins[5]
-    inputs = [node.input[0], f"{p}/q", f"{p}/scale"] + (["", bias] if bias else [])
+    x, bias, out = ins[0], ins[5], node.output[0]
     new = [numpy_helper.from_array(q, f"{p}/q"), numpy_helper.from_array(scale, f"{p}/scale")]
-    return helper.make_node("DynamicQuantizeMatMul", inputs, [node.output[0]], name=node.name, domain=MS_DOMAIN), new
+    mk = helper.make_node
+    g = [
+        mk("Abs", [x], [f"{p}/abs"]),
+        mk("ReduceMax", [f"{p}/abs", "int8/last_axis"], [f"{p}/amax"], keepdims=1),  # (..., T, 1)
+        mk("Max", [f"{p}/amax", "int8/tiny"], [f"{p}/amax_nz"]),  # an all-zero token: any scale, codes 128
+        mk("Div", [f"{p}/amax_nz", "int8/qmax"], [f"{p}/a_scale"]),
+        mk("Div", [x, f"{p}/a_scale"], [f"{p}/x_s"]),
+        mk("Round", [f"{p}/x_s"], [f"{p}/x_r"]),  # half to even, the same on every build
+        mk("Add", [f"{p}/x_r", "int8/zp_f"], [f"{p}/x_u"]),  # 1..255: exact in float32, then cast
+        mk("Cast", [f"{p}/x_u"], [f"{p}/x_q"], to=TensorProto.UINT8),
+        mk("MatMulInteger", [f"{p}/x_q", f"{p}/q", "int8/zp"], [f"{p}/acc"], name=node.name),
+        mk("Cast", [f"{p}/acc"], [f"{p}/acc_f"], to=TensorProto.FLOAT),
+        mk("Mul", [f"{p}/acc_f", f"{p}/a_scale"], [f"{p}/y_a"]),
+        mk("Mul", [f"{p}/y_a", f"{p}/scale"], [f"{p}/y" if bias else out]),
+    ]
+    if bias:
+        g.append(mk("Add", [f"{p}/y", bias], [out]))
+    return g, new
 
 
 def to_int8(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
-    """A copy of `model` (loaded without external data, from `base_dir`) with every MatMulNBits replaced by
-    DynamicQuantizeMatMul over int8 weights; the other initializers are loaded inline (to be saved anew)."""
+    """A copy of `model` (loaded without external data, from `base_dir`) with every MatMulNBits replaced by a
+    per-token int8 matmul over int8 weights; the other initializers are loaded inline (to be saved anew)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {t.name: t for t in out.graph.initializer}
     nodes, added = [], []
     for node in out.graph.node:
         if node.op_type == "MatMulNBits" and node.domain == MS_DOMAIN:
-            new_node, new = _replace(node, inits, base_dir)
-            nodes.append(new_node)
+            g, new = _replace(node, inits, base_dir)
+            nodes += g
             added += new
         else:
             nodes.append(node)
+    if added:
+        added += _act_constants()
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     used = {i for nd in nodes for i in nd.input}
     kept = [_load(t, base_dir) for t in out.graph.initializer if t.name in used]
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept + added)
-    if not any(op.domain == MS_DOMAIN for op in out.opset_import):
-        out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    opset = next(op.version for op in out.opset_import if op.domain in ("", "ai.onnx"))
+    if added and opset < 18:  # both graph builders emit 18+; raising it would change other ops' signatures
+        raise ValueError(f"the int8 WASM graph needs opset 18+ (ReduceMax axes as an input); the graph has {opset}")
     return out
 
 

@@ -33,7 +33,8 @@ def smol_prompt(smollm2_bundle) -> list[int]:
 def test_smollm2_q4_greedy_parity(page, smol_server, smollm2_bundle, smol_prompt, device, n_tokens):
     from webllama.converter.ort_model import OrtModel
 
-    # WASM runs the bundle's int8 WASM graph (converter/quant/unpack.py): the reference is onnxruntime CPU on it
+    # WASM runs the bundle's WASM graph (float32 folded at load for this size, converter/quant/wasm_float.py): the
+    # reference is onnxruntime CPU on that graph
     want = OrtModel(smollm2_bundle, variant="q4", graph="wasm" if device == "wasm" else "default").greedy(smol_prompt, n_tokens)
     open_eval(page, smol_server)
     info = load_bundle(page, smollm2_bundle.name, device=device, variant="q4")
