@@ -224,14 +224,15 @@ def write_variant(model: onnx.ModelProto, root: Path, variant: Variant) -> dict:
     return variant_entry(variant, shards, model, "optimum")
 
 
-def add_wasm_graphs(root: Path, variants: dict[str, dict], weights: str = "auto") -> None:
+def add_wasm_graphs(root: Path, variants: dict[str, dict], weights: str = "auto", tied: bool = False) -> None:
     """Give each float32 quantized variant its WASM graph (converter/quant/unpack.py), because onnxruntime's WASM
     build has no int4 kernel: float32 weights folded at load from the int4 file when they fit, else int8 weights in
-    their own shards (`weights` "auto" | "float32" | "int8")."""
+    their own shards (`weights` "auto" | "float32" | "int8"); `tied`: the model's embedding is its output projection
+    (the int8 graph then holds that matrix once)."""
     from webllama.converter.quant.unpack import write_wasm_graph
 
     for v in variants.values():
-        fields = write_wasm_graph(root, v, weights)
+        fields = write_wasm_graph(root, v, weights, tied)
         if fields:
             v.update(fields)
 

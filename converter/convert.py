@@ -117,7 +117,7 @@ def convert(source: str | LoadedSource, out_dir: str | Path, options: ConvertOpt
             store, calib = quantization_pass(reader, src, opts, tmp / ".quant", lambda _msg: bar.update())
             variants = write_graphs(reader, src, opts, tmp, store, bar)
         shutil.rmtree(tmp / ".quant", ignore_errors=True)
-        add_wasm_graphs(tmp, variants, opts.wasm_weights)
+        add_wasm_graphs(tmp, variants, opts.wasm_weights, reader.config.tie_embeddings)
         write_model_files(src, tmp, variants)
         verify = None
         if opts.verify:

@@ -28,8 +28,9 @@ Used for models whose float32 weights do not fit the heap budget (1B-class); sma
 graph of converter/quant/wasm_float.py instead (write_wasm_graph chooses).
 
 The int8 graph and its weights are self-contained (`onnx/<model>_wasm.onnx` + `<model>_wasm.onnx_data[_N]`): the
-WASM engine downloads only these (the int4 file is not needed there). The embedding (GatherBlockQuantized)
-and the other initializers are copied as they are.
+WASM engine downloads only these (the int4 file is not needed there). A tied model's embedding becomes a Gather
+from the int8 head (`_tied_lookup`: the matrix is held once); an untied embedding (GatherBlockQuantized) and the
+other initializers are copied as they are.
 
 Fused graphs also get their GroupQueryAttention unfused to MatMul/Softmax (converter/quant/unfuse_attention.py:
 onnxruntime-web's WASM GroupQueryAttention is slow); that part holds for one unpadded sequence only.
@@ -173,18 +174,49 @@ def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path
     return g, new
 
 
-def to_int8(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
+def _tied_lookup(node: onnx.NodeProto, head: onnx.NodeProto) -> list:
+    """A tied model's token lookup from the head's int8 weight (Q (K, V), scale (V,)) instead of its own 4-bit table:
+    the tied matrix is held once in the heap (Llama-3.2-1B-shaped: the 4-bit table is 150 MB of a 1.5 GB graph).
+    Gather along V gives (K, B, T); transposed, cast and scaled per token it is the (B, T, K) float embedding."""
+    p, ids, out = f"{head.input[1]}/int8", node.input[1], node.output[0]
+    mk = helper.make_node
+    return [
+        mk("Gather", [f"{p}/q", ids], [f"{out}/q_kbt"], axis=1),
+        mk("Transpose", [f"{out}/q_kbt"], [f"{out}/q_btk"], perm=[1, 2, 0]),
+        mk("Cast", [f"{out}/q_btk"], [f"{out}/q_f"], to=TensorProto.FLOAT),
+        mk("Gather", [f"{p}/scale", ids], [f"{out}/s_bt"], axis=0),
+        mk("Unsqueeze", [f"{out}/s_bt", "int8/last_axis"], [f"{out}/s_bt1"]),
+        mk("Mul", [f"{out}/q_f", f"{out}/s_bt1"], [out], name=node.name),
+    ]
+
+
+def _same_bytes(a: TensorProto, b: TensorProto) -> bool:
+    """Two initializers that are headers over the same stored bytes (the tied table stored once)."""
+    ea = {e.key: e.value for e in a.external_data}
+    eb = {e.key: e.value for e in b.external_data}
+    return bool(ea) and all(ea.get(k) == eb.get(k) for k in ("location", "offset"))
+
+
+def to_int8(model: onnx.ModelProto, base_dir: Path, tied: bool = False) -> onnx.ModelProto:
     """A copy of `model` (loaded without external data, from `base_dir`) with every MatMulNBits replaced by a
-    per-token int8 matmul over int8 weights; the other initializers are loaded inline (to be saved anew)."""
+    per-token int8 matmul over int8 weights; the other initializers are loaded inline (to be saved anew). A tied
+    model (`tied`, or a lookup table stored as the head's own bytes) reads its embedding from the int8 head."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {t.name: t for t in out.graph.initializer}
+    head = next((nd for nd in out.graph.node if nd.op_type == "MatMulNBits" and nd.output[0] == "logits"), None)
     nodes, added = [], []
     for node in out.graph.node:
         if node.op_type == "MatMulNBits" and node.domain == MS_DOMAIN:
             g, new = _replace(node, inits, base_dir)
             nodes += g
             added += new
+        elif (
+            node.op_type == "GatherBlockQuantized"
+            and head is not None
+            and (tied or _same_bytes(inits[node.input[0]], inits[head.input[1]]))
+        ):
+            nodes += _tied_lookup(node, head)
         else:
             nodes.append(node)
     if added:
@@ -201,7 +233,7 @@ def to_int8(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
     return out
 
 
-def write_wasm_graph(root: Path, entry: dict, weights: str = "auto") -> dict | None:
+def write_wasm_graph(root: Path, entry: dict, weights: str = "auto", tied: bool = False) -> dict | None:
     """Write onnx/<model>_wasm.onnx next to a quantized float32 variant's graph; returns the manifest fields
     {"wasm_model", "wasm_weights"[, "wasm_external_data"]}, or None when the variant has no MatMulNBits or is
     float16. weights "auto": models whose float32 weights fit wasm_float.FP32_BUDGET get the float graph over the
@@ -221,7 +253,7 @@ def write_wasm_graph(root: Path, entry: dict, weights: str = "auto") -> dict | N
     if weights == "float32" or (weights == "auto" and float_weight_bytes(model) <= FP32_BUDGET):
         onnx.save(unfuse_gqa(fold_nbits(model, path.parent)), str(dest))  # fused graphs: WASM's GroupQueryAttention is slow
         return {"wasm_model": str(rel / dest.name), "wasm_weights": "float32"}
-    wasm = unfuse_gqa(to_int8(model, path.parent))
+    wasm = unfuse_gqa(to_int8(model, path.parent, tied))
     shards = save_sharded(wasm, dest, max_shard=WASM_SHARD)
     return {
         "wasm_model": str(rel / dest.name),

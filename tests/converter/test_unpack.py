@@ -112,3 +112,37 @@ def test_an_unknown_wasm_weights_choice_is_refused_before_converting(tmp_path):
     with pytest.raises(UnsupportedVariant, match="--wasm-weights 'fp32': use one of auto, float32, int8"):
         convert(str(tmp_path / "no-such-model"), tmp_path / "out", ConvertOptions(wasm_weights="fp32"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tied_models_int8_graph_holds_the_matrix_once_and_looks_up_the_int8_head(s260_int8_bundle):
+    """stories260K is tied: its int8 WASM graph has no 4-bit table of its own; the lookup reads the int8 head, so
+    each token's embedding is that head row (Q[:, id] * scale[id]), and the graph stays close to the q4 graph."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from webllama.converter.manifest import open_bundle
+
+    b = open_bundle(s260_int8_bundle)
+    q4 = b.manifest["variants"]["q4"]
+    wasm = onnx.load(str(s260_int8_bundle / q4["wasm_model"]))
+    ops = [nd.op_type for nd in wasm.graph.node]
+    assert "GatherBlockQuantized" not in ops and "MatMulNBits" not in ops, ops
+    inits = {t.name: t for t in wasm.graph.initializer}
+    assert not [n for n in inits if "embed_tokens" in n], [n for n in inits if "embed_tokens" in n]
+    head = next(nd for nd in wasm.graph.node if nd.op_type == "MatMulInteger" and "lm_head" in nd.name)
+    q = numpy_helper.to_array(inits[head.input[1]])  # (K, V) int8
+    s = numpy_helper.to_array(inits[head.input[1].replace("/q", "/scale")])
+    lookup = next(nd for nd in wasm.graph.node if nd.op_type == "Mul" and "embed_tokens" in nd.name)
+    ids = np.array([[1, 5, 300, 511]], np.int64)
+    wasm.graph.output.append(onnx.helper.make_tensor_value_info(lookup.output[0], onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(wasm.SerializeToString(), providers=["CPUExecutionProvider"])
+    # an empty KV cache (symbolic dims 0) and the prompt: only the lookup's output is read
+    ins = sess.get_inputs()
+    feeds = {i.name: np.zeros([d if isinstance(d, int) else 0 for d in i.shape], np.float32) for i in ins if i.type == "tensor(float)"}
+    feeds.update({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(4)[None]})
+    feeds = {k: v for k, v in feeds.items() if k in {i.name for i in ins}}
+    emb = sess.run([lookup.output[0]], feeds)[0]
+    np.testing.assert_array_equal(emb[0], (q[:, ids[0]].astype(np.float32) * s[ids[0]]).T)
+    a = OrtModel(b, variant="q4").forward(ids)[0]
+    c = OrtModel(b, variant="q4", graph="wasm").forward(ids)[0]
+    assert (a.argmax(-1) == c.argmax(-1)).mean() >= 0.75, (a.argmax(-1), c.argmax(-1))
