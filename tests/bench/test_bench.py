@@ -10,7 +10,7 @@ import pytest
 from webllama.converter.cli import main as webllama
 from webllama.evalsuite.bench.compare import ratio_lines, results_table
 from webllama.evalsuite.bench.measure import Settings, prompt_ids
-from webllama.evalsuite.bench.runners.web import gpt2_detokenize
+from webllama.evalsuite.bench.runners.web import gpt2_detokenize, spm_detokenize
 from webllama.evalsuite.bench.schema import RUNTIMES, BenchError, stat, validate
 
 QUICK = ["--runs", "2", "--load-runs", "1", "--prompt-lengths", "16,64", "--decode-tokens", "8", "--quiet"]
@@ -75,6 +75,10 @@ def test_prompts_and_settings_fit_the_context():
 
 def test_gpt2_detokenize():
     assert gpt2_detokenize(["Hello", "Ġworld", "Ċ"]) == "Hello world\n"
+
+
+def test_spm_detokenize():  # Llama-2 / TinyLlama / llama2.c GGUFs: '▁' spaces and <0xNN> byte pieces
+    assert spm_detokenize(["▁Hello", "▁world", "<0x0A>", "<0xC3>", "<0xA9>", "!"]) == " Hello world\né!"
 
 
 def test_user_errors_are_one_line(tmp_path, capsys, s260_bundle):

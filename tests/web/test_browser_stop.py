@@ -41,7 +41,8 @@ JS_API = """async ([url, device, maxTokens, stopAfter]) => {
     }
     const t0 = performance.now();
     const next = await engine.chat.completions.create({ ...req, stream: false, max_tokens: 2 });
-    runs[how] = { atStop, finish, tokens: usage && usage.completion_tokens, nextFinish: next.choices[0].finish_reason,
+    runs[how] = { atStop, finish, tokens: usage && usage.completion_tokens, afterStop: usage && usage.extra.tokens_after_stop,
+                  nextFinish: next.choices[0].finish_reason,
                   nextMs: performance.now() - t0 };
   }
   const badMax = await engine.generateTokens([1], { max_tokens: -1 }).then(() => 'resolved', (e) => `${e.name}: ${e.message}`);
@@ -68,7 +69,10 @@ def test_js_api_stop_ends_within_two_tokens(page, s260_server, device):
     assert r["provider"].split("+")[0] == device, r  # "webgpu+wasm": WebGPU with WASM for the CPU ops
     for how, run in r["runs"].items():
         assert run["finish"] == "abort", (how, run)
-        assert run["tokens"] <= run["atStop"] + 2, (how, run)
+        # within two tokens of the stop reaching the engine (the page's own count lags by the chunks in flight,
+        # which grows with the machine's load: seen at atStop + 3 under a loaded full suite)
+        assert run["afterStop"] is not None and run["afterStop"] <= 2, (how, run)
+        assert run["atStop"] <= run["tokens"] < MAX_TOKENS, (how, run)
         assert run["nextFinish"] == "length" and run["nextMs"] < 5000, (how, run)
     assert all(a.startswith("NotLoadedError: the engine was terminated") for a in r["after"]), r["after"]
     assert r["badMax"].startswith("InvalidRequestError") and "max_tokens" in r["badMax"], r["badMax"]

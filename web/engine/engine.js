@@ -335,6 +335,11 @@ export class Engine {
     let finish = 'length';
     let count = 0;
     let tFirst = 0;
+    // Tokens decoded after the stop reached this engine: what Stop can promise whatever the machine's load (the
+    // caller's own count also includes the chunks still in flight between the worker and its page).
+    /** @type {number | null} */
+    let countAtStop = null;
+    if (ctx.signal) ctx.signal.addEventListener('abort', () => { countAtStop = count; }, { once: true });
     yield makeChunk(meta, { role: 'assistant', content: '' });
     const gen = this.steps(ids, { max_tokens: maxTokens, sampler: new Sampler(req.sampling), stopIds, signal: ctx.signal }, stats);
     for await (const step of gen) {
@@ -355,7 +360,8 @@ export class Engine {
       prompt_tokens: ids.length, cached_prompt_tokens: stats.reused, completion_tokens: count,
       prefill_s: stats.prefill_s, decode_s: count > 1 ? (tEnd - tFirst) / 1000 : 0,
       time_to_first_token_s: ((tFirst || tEnd) - t0) / 1000, e2e_s: (tEnd - t0) / 1000,
-    }, { execution_provider: l.session.provider, variant: l.choice.variant }));
+    }, { execution_provider: l.session.provider, variant: l.choice.variant,
+      ...(countAtStop === null ? {} : { tokens_after_stop: count - countAtStop }) }));
   }
 }
 

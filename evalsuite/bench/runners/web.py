@@ -102,12 +102,13 @@ class WllamaRunner(PageRunner):
     """wllama takes text: ids are turned into text with the GGUF's own vocabulary, and timings are rescaled
     to the requested length by the prompt length wllama reports."""
 
-    def __init__(self, req, server, load_opts: dict, vocab: list[str]) -> None:
+    def __init__(self, req, server, load_opts: dict, vocab: list[str], tokenizer_model: str = "gpt2") -> None:
         self.vocab = vocab
+        self.detokenize = spm_detokenize if tokenizer_model == "llama" else gpt2_detokenize
         super().__init__("wllama", req, server, load_opts)
 
     def text(self, ids: list[int]) -> str:
-        return gpt2_detokenize([self.vocab[i] for i in ids[1:]])  # wllama adds BOS itself
+        return self.detokenize([self.vocab[i] for i in ids[1:]])  # wllama adds BOS itself
 
     def prefill(self, ids: list[int]) -> float:
         r = self.call("(t) => window.benchRuntime.prefillText(t)", self.text(ids))
@@ -129,6 +130,17 @@ def gpt2_detokenize(tokens: list[str]) -> str:
     inverse = {chr(c): b for b, c in zip(bs, cs, strict=True)}
     data = bytes(inverse[ch] for tok in tokens for ch in tok if ch in inverse)
     return data.decode("utf-8", errors="ignore")
+
+
+def spm_detokenize(tokens: list[str]) -> str:
+    """SentencePiece token strings (the GGUF "llama" tokenizer: '▁' for a space, <0xNN> byte pieces) -> text."""
+    out = bytearray()
+    for tok in tokens:
+        if len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+            out.append(int(tok[3:5], 16))
+        else:
+            out += tok.replace("\u2581", " ").encode("utf-8")
+    return out.decode("utf-8", errors="ignore")
 
 
 def _bundle_common(req, peers: bool = True) -> tuple:
@@ -183,11 +195,21 @@ def make_wllama_runner(req) -> WllamaRunner:
     bos = r.fields.get("tokenizer.ggml.bos_token_id")
     server = BenchServer(gguf=path.resolve())
     n_ctx = min(ctx, 2048)
-    runner = WllamaRunner(req, server, {"ggufUrl": f"/gguf/{path.name}", "numThreads": req.threads, "nCtx": n_ctx}, vocab)
+    model = r.fields.get("tokenizer.ggml.model")
+    opts = {"ggufUrl": f"/gguf/{path.name}", "numThreads": req.threads, "nCtx": n_ctx}
+    runner = WllamaRunner(req, server, opts, vocab, str(model.contents()) if model else "gpt2")
     runner.context_length, runner.vocab_size = n_ctx, len(vocab)
     runner.bos_token_id = int(bos.contents()) if bos else None
     runner.variant = None
     return runner
 
 
-__all__ = ["PageRunner", "WllamaRunner", "make_webllama_runner", "make_transformersjs_runner", "make_wllama_runner", "gpt2_detokenize"]
+__all__ = [
+    "PageRunner",
+    "WllamaRunner",
+    "make_webllama_runner",
+    "make_transformersjs_runner",
+    "make_wllama_runner",
+    "gpt2_detokenize",
+    "spm_detokenize",
+]
