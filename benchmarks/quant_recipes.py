@@ -59,6 +59,7 @@ def main() -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--recipe", action="append", required=True)
     ap.add_argument("--ppl-tokens", type=int, default=4096)
+    ap.add_argument("--no-peers", action="store_true", help="skip the llama.cpp rows (they do not depend on the recipes)")
     args = ap.parse_args()
 
     from webllama.converter import open_bundle
@@ -73,7 +74,7 @@ def main() -> int:
     rows = []
     ids = encode(src, VERIFY_TEXT)[:MAX_TEACHER_TOKENS]
     ref = torch_logits(src, ids)
-    for peer, fig in peer_baselines(src, ids, ref, tuple(PEER_RECIPES)).items():
+    for peer, fig in ({} if args.no_peers else peer_baselines(src, ids, ref, tuple(PEER_RECIPES))).items():
         ppl = _peer_ppl(src, peer, heldout, args.ppl_tokens, nll_windows)
         rows.append({"recipe": peer, **fig, **ppl})
         print(json.dumps(rows[-1]), flush=True)

@@ -23,7 +23,7 @@ import numpy as np
 from webllama.converter.archs.transforms import permute_rope
 from webllama.converter.errors import BadFormat
 from webllama.converter.graph.quantize import NBits, pack_blocks, q4_0_to_nbits
-from webllama.converter.quant.methods import Stats, quantize_weight
+from webllama.converter.quant.methods import METHODS, Stats, quantize_weight
 from webllama.converter.quant.policy import LINEAR, QuantSpec, TensorQuant
 
 CALIBRATION_SEQ_LEN = 512
@@ -265,7 +265,8 @@ def _quantize_head_and_embedding(reader, spec: QuantSpec, store: QuantStore, run
     own = spec.for_tensor("embed")
     if own is None or own.bits != 4 or c.dim % own.block_size:
         return  # GatherBlockQuantized reads 4-bit codes over whole blocks: keep the table float otherwise
-    method = "search" if own.method == "gptq" else own.method  # a lookup has no input activations
+    # a lookup has no input activations: a Hessian method (GPTQ and its variants) falls back to the search
+    method = "search" if METHODS.get(own.method).needs == "hessian" else own.method
     store.put("embed", _quantize(reader, "embed", TensorQuant(4, own.block_size, own.symmetric, method), None))
 
 

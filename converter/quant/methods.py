@@ -15,7 +15,10 @@ Methods (see `METHODS`):
   without calibration the importance is 1.
 - `gptq`: GPTQ (Frantar et al. 2022): columns quantized in order with the Hessian H = X^T X of the layer's
   inputs, each column's rounding error spread over the columns not yet quantized; the grid of each block is
-  chosen by `search` on the error-updated weights when the block is entered.
+  chosen by `search` on the error-updated weights when the block is entered. Variants (parameters of
+  `quantize_gptq`): `gptq-act` processes the columns in order of decreasing Hessian diagonal with static groups
+  (each contiguous block's grid fixed when its first column is reached: MatMulNBits' layout, no g_idx);
+  `gptq-refit` refits each row's block scales by least squares on the final codes (`refit_scales`).
 Why not onnxruntime's `k_quant` / `gptq` (matmul_nbits_quantizer): both take a whole ONNX model and a
 calibration reader that runs it, which needs the full float model in memory and a second graph; here a
 layer's weights and its calibration statistics are in memory one layer at a time (converter/quant/calibrate.py).
@@ -25,6 +28,7 @@ The numerics are onnxruntime's where they exist (`rtn` calls its C++ quantizer; 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -229,50 +233,121 @@ def _hinv_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
 GPTQ_DAMP = 0.3
 
 
+def _grid_rows(x: torch.Tensor, imp: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """search_grid's (scale, zero point) of x (N, ..., B), a chunk of rows at a time: a tied output projection
+    has ~50k rows, and all candidates at once would be GBs of temporaries (the rows are independent)."""
+    rows = max(1, SEARCH_CHUNK // max(1, x[0].numel()))
+    parts = [search_grid(c, _weights(c, imp), bits, symmetric) for c in torch.split(x, rows)]
+    z = None if symmetric else torch.cat([p[2] for p in parts])
+    return torch.cat([p[0] for p in parts]), z
+
+
 def quantize_gptq(
-    w: np.ndarray, bits: int, block_size: int, symmetric: bool, stats: Stats | None = None, damp: float = GPTQ_DAMP
+    w: np.ndarray,
+    bits: int,
+    block_size: int,
+    symmetric: bool,
+    stats: Stats | None = None,
+    damp: float = GPTQ_DAMP,
+    act_order: bool = False,
+    refit: bool = False,
 ) -> Blocks:
+    """GPTQ into MatMulNBits' contiguous blocks. `act_order`: columns are processed in order of decreasing
+    Hessian diagonal (the inputs that matter most first, while the most columns are left to absorb their error)
+    with static groups: each original block's grid is fixed when the first of its columns is reached, so the
+    output keeps the contiguous-block layout (no g_idx, which the runtimes do not read). `refit`: afterwards each
+    row's block scales are refit jointly by least squares on the final codes under the (damped) Hessian."""
     if stats is None or stats.hessian is None:
         raise ValueError("gptq needs calibration statistics (a Hessian per weight)")
     n, k = w.shape
     kp = -(-k // block_size) * block_size
     W = torch.zeros((n, kp), dtype=torch.float32)  # float32 updates; the factorization is float64
     W[:, :k] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-    key = ("hinv", kp, damp)
+    key = ("hinv", kp, damp, act_order)
     if key not in stats.cache:  # one factorization per input: q/k/v (and gate/up) share their Stats
         H = torch.zeros((kp, kp), dtype=torch.float64)
         H[:k, :k] = torch.from_numpy(np.asarray(stats.hessian, dtype=np.float64))
-        stats.cache[key] = (_hinv_cholesky(H, damp).to(torch.float32), (torch.diag(H) / max(stats.tokens, 1)).to(torch.float32))
-    U, imp = stats.cache[key]
+        # stable sort: ties (and the zero padding, last) keep their order, so the result is deterministic
+        perm = torch.argsort(-torch.diag(H), stable=True) if act_order else torch.arange(kp)
+        imp = (torch.diag(H) / max(stats.tokens, 1)).to(torch.float32)
+        stats.cache[key] = (_hinv_cholesky(H[perm][:, perm], damp).to(torch.float32), imp, perm)
+    U, imp, perm = stats.cache[key]
     nblk = kp // block_size
     scales = torch.zeros((n, nblk), dtype=torch.float32)
-    zps = None if symmetric else torch.zeros((n, nblk), dtype=torch.float32)
-    codes = torch.zeros((n, kp), dtype=torch.float32)
-    zdefault = float(1 << (bits - 1))
+    zs = torch.full((n, nblk), float(1 << (bits - 1)), dtype=torch.float32)  # symmetric: the fixed 2^(bits-1)
+    have = torch.zeros(nblk, dtype=torch.bool)
+    pos_of = torch.argsort(perm)  # original column -> its position in processing order
+    group = perm // block_size  # processing position -> its original block
+    Wp = W[:, perm] if act_order else W
+    codes_p = torch.zeros((n, kp), dtype=torch.float32)
     qmax = (1 << bits) - 1
-    for b in range(nblk):  # GPTQ's lazy batch = one quantization block: the grid is fixed when the block is entered
-        i0, i1 = b * block_size, (b + 1) * block_size
-        Wb = W[:, i0:i1].clone()
-        wt = _weights(Wb, imp[i0:i1].unsqueeze(0))
-        s, _, z = search_grid(Wb, wt, bits, symmetric)
-        scales[:, b] = s
-        zz = torch.full_like(s, zdefault) if z is None else z
-        if zps is not None:
-            zps[:, b] = z
-        safe = torch.where(s == 0, 1.0, s)
+    for i0 in range(0, kp, block_size):  # lazy batch of block_size columns in processing order
+        i1 = i0 + block_size
+        Wb = Wp[:, i0:i1].clone()
         err = torch.zeros_like(Wb)
         Ub = U[i0:i1, i0:i1]
         for j in range(block_size):
+            g = int(group[i0 + j])
+            if not have[g]:  # the block's first column: fix its grid on the error-updated weights
+                pos = pos_of[g * block_size : (g + 1) * block_size]
+                cur = Wp[:, pos].clone()
+                inb = (pos >= i0) & (pos < i1)
+                cur[:, inb] = Wb[:, pos[inb] - i0]
+                later = pos >= i1  # columns of later batches lack this batch's pending updates: apply them here
+                if j and bool(later.any()):
+                    cur[:, later] -= err[:, :j] @ U[i0 : i0 + j][:, pos[later]]
+                s, z = _grid_rows(cur, imp[g * block_size : (g + 1) * block_size], bits, symmetric)
+                scales[:, g] = s
+                if z is not None:
+                    zs[:, g] = z
+                have[g] = True
+            s, zz = scales[:, g], zs[:, g]
             col = Wb[:, j]
-            q = torch.clamp(torch.round(col / safe) + zz, 0, qmax)
+            q = torch.clamp(torch.round(col / torch.where(s == 0, 1.0, s)) + zz, 0, qmax)
             q = torch.where(s == 0, zz, q)
-            codes[:, i0 + j] = q
-            deq = s * (q - zz)
-            e = (col - deq) / Ub[j, j]
+            codes_p[:, i0 + j] = q
+            e = (col - s * (q - zz)) / Ub[j, j]
             Wb[:, j:] -= e.unsqueeze(1) * Ub[j, j:].unsqueeze(0)
             err[:, j] = e
-        W[:, i1:] -= err @ U[i0:i1, i1:]
-    return _to_blocks(scales, codes, zps, k, bits, block_size)
+        Wp[:, i1:] -= err @ U[i0:i1, i1:]
+    codes = codes_p[:, pos_of] if act_order else codes_p
+    if refit:
+        H = torch.zeros((kp, kp), dtype=torch.float64)
+        H[:k, :k] = torch.from_numpy(np.asarray(stats.hessian, dtype=np.float64))
+        W0 = torch.zeros((n, kp), dtype=torch.float32)
+        W0[:, :k] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+        scales = refit_scales(W0, codes, scales, zs, H, damp, block_size)
+    return _to_blocks(scales, codes, None if symmetric else zs, k, bits, block_size)
+
+
+def refit_scales(
+    w: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, zs: torch.Tensor, h: torch.Tensor, damp: float, block: int
+) -> torch.Tensor:
+    """With the integer codes and zero points fixed, the scales of one row minimizing (w_hat - w) H (w_hat - w)^T,
+    w_hat = sum_b s_b L_b (L = codes - zero point, per block): the normal equations A s = r, A[b, c] = L_b H_bc L_c,
+    r[b] = L_b (H w)_b, solved for every row at once. GPTQ fixes each block's scale before it has seen the errors
+    pushed into the block, so on its own codes a joint least-squares scale is never worse on this objective.
+    H is dampened as in GPTQ (lambda = damp x mean diag), which keeps the solution near the plain weight fit."""
+    n, kp = w.shape
+    nb = kp // block
+    h = h.clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    h += torch.eye(kp, dtype=h.dtype) * damp * torch.mean(torch.diag(h))
+    hf = h.to(torch.float32)
+    lvl = (codes.view(n, nb, block) - zs.unsqueeze(-1)).view(n, kp)
+    r = (lvl * (w @ hf)).view(n, nb, block).sum(-1).double()
+    A = torch.zeros((n, nb, nb), dtype=torch.float64)
+    for b in range(nb):
+        t = lvl[:, b * block : (b + 1) * block] @ hf[b * block : (b + 1) * block]  # (n, kp)
+        A[:, b] = (t * lvl).view(n, nb, block).sum(-1).double()
+    diag = torch.diagonal(A, dim1=1, dim2=2)
+    empty = diag <= 0  # a block whose codes are all at the zero point: its scale is free, keep it
+    A = A + torch.diag_embed(torch.where(empty, 1.0, 0.0).double())
+    r = torch.where(empty, scales.double(), r)
+    new = torch.linalg.solve(A, r.unsqueeze(-1)).squeeze(-1)
+    ok = torch.isfinite(new).all(dim=1, keepdim=True)
+    return torch.where(ok, new.to(torch.float32), scales)
 
 
 METHODS.add("rtn", Method("rtn", quantize_rtn, None, "round-to-nearest from the block's range (onnxruntime's quantizer)"))
@@ -283,6 +358,28 @@ METHODS.add(
 METHODS.add(
     "gptq",
     Method("gptq", quantize_gptq, "hessian", "GPTQ: Hessian error compensation, search grid per block", (("damp", GPTQ_DAMP),)),
+)
+# The variants, kept as options with their measurements (benchmarks/README.md "int4 recipes (issue 14)", 2026-12-03
+# v2): on SmolLM2 neither beat plain `gptq` on both mean KL and WikiText-2 perplexity, so no recipe uses them.
+METHODS.add(
+    "gptq-act",
+    Method(
+        "gptq-act",
+        functools.partial(quantize_gptq, act_order=True),
+        "hessian",
+        "GPTQ, act-order (decreasing Hessian diagonal) with static contiguous blocks (no g_idx)",
+        (("damp", GPTQ_DAMP), ("act_order", 1.0)),
+    ),
+)
+METHODS.add(
+    "gptq-refit",
+    Method(
+        "gptq-refit",
+        functools.partial(quantize_gptq, refit=True),
+        "hessian",
+        "GPTQ, then each row's block scales refit by least squares on its codes under the dampened Hessian",
+        (("damp", GPTQ_DAMP), ("refit", 1.0)),
+    ),
 )
 
 

@@ -98,13 +98,61 @@ def test_gptq_never_worse_than_onnxruntime_gptq_or_the_search(bits, symmetric):
     assert ours.codes.max() < 2**bits and (ours.zero_points is None) == symmetric
 
 
+def _objective(w, b, st, damp) -> float:
+    """GPTQ's objective: tr(dW (H + lambda I) dW^T), lambda = damp x mean diag H (what the refit minimizes)."""
+    h = st.hessian + np.eye(st.hessian.shape[0]) * damp * np.mean(np.diag(st.hessian))
+    dw = b.dequantize().astype(np.float64) - w
+    return float(np.einsum("nk,kj,nj->", dw, h, dw))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_gptq_act_order_keeps_contiguous_blocks_and_beats_onnxruntime_act_order(symmetric):
+    """Act-order with static groups: columns in decreasing-Hessian-diagonal order, each original block's grid
+    fixed when the block is first reached, so the codes stay in MatMulNBits' contiguous blocks (no g_idx).
+    onnxruntime's actorder forms its groups in the permuted order (a g_idx layout the runtimes do not read), so
+    its result is only a reference for the objective: ours fits it at least as well in the layout we can store."""
+    from onnxruntime.quantization.neural_compressor.weight_only import gptq as ort_gptq
+
+    rng = np.random.default_rng(4)
+    k, n = 200, 48  # 200: a padded last block
+    x = _correlated(rng, 2048, k)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    st = _stats(x)
+    plain = quantize_gptq(w, 4, 32, symmetric, _stats(x), damp=0.01)
+    act = quantize_weight(w, "gptq-act", 4, 32, symmetric, st)
+    assert act.codes.shape == plain.codes.shape == (n, 224) and act.scales.shape == (n, 7)
+    assert act.codes.max() <= 15 and (act.zero_points is None) == symmetric
+    if not symmetric:
+        assert act.zero_points.dtype == np.uint8  # integer zero points: every runtime's kernel reads them
+    assert np.array_equal(pack_blocks(unpack_nbits(pack_blocks(act))).packed, pack_blocks(act).packed)
+    act01 = quantize_gptq(w, 4, 32, symmetric, _stats(x), damp=0.01, act_order=True)
+    scheme = "sym" if symmetric else "asym"
+    ref = ort_gptq(w.T.copy(), st.hessian.copy(), num_bits=4, group_size=32, scheme=scheme, blocksize=32, actorder=True)
+    ref_err = float(((x @ (ref.T - w).T) ** 2).mean())
+    assert _out_err(x, w, act01) <= ref_err * 1.01
+    assert _out_err(x, w, act01) < _out_err(x, w, plain)  # on correlated inputs the order pays (calibration fit)
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_scale_refit_never_raises_the_objective(act_order):
+    """The least-squares refit of the scales on GPTQ's own codes minimizes the damped objective exactly, so it is
+    never above the unrefit result; codes and zero points are unchanged (still integers)."""
+    rng = np.random.default_rng(5)
+    x = _correlated(rng, 2048, 128)
+    w = rng.standard_normal((40, 128)).astype(np.float32)
+    a = quantize_gptq(w, 4, 32, False, _stats(x), act_order=act_order)
+    b = quantize_gptq(w, 4, 32, False, _stats(x), act_order=act_order, refit=True)
+    assert np.array_equal(a.codes, b.codes) and np.array_equal(a.zero_points, b.zero_points)
+    assert _objective(w, b, _stats(x), GPTQ_DAMP) <= _objective(w, a, _stats(x), GPTQ_DAMP) * (1 + 1e-6)
+
+
 def test_gptq_refuses_without_calibration():
     with pytest.raises(ValueError, match="calibration"):
         quantize_weight(np.ones((4, 32), np.float32), "gptq", 4, 32, True)
 
 
 def test_recipes_and_options():
-    assert set(METHODS.names()) == {"rtn", "search", "gptq"}
+    assert set(METHODS.names()) == {"rtn", "search", "gptq", "gptq-act", "gptq-refit"}
     spec = from_options(quant="gptq", block_size=16, lm_head_bits=8, override=["layers.*.down=8:32:sym:search", "layers.0.q=0"])
     assert spec.linear == TensorQuant(4, 16, False, "gptq") and spec.head.bits == 8
     assert spec.for_tensor("layers.3.down") == TensorQuant(8, 32, True, "search")
@@ -125,21 +173,25 @@ def test_recipes_and_options():
 
 @pytest.fixture(scope="module")
 def recipe_bundles(tmp_path_factory, stories_dir):
-    """stories260K q4 with each recipe (fused, verified), gptq also through the reference export."""
+    """stories260K q4 with each recipe (fused, verified), gptq and the default (GPTQ on the tied output projection)
+    also through the reference export, and the GPTQ variants."""
     from webllama.converter import ConvertOptions, convert
     from webllama.converter.variants import parse_variants
 
     root = tmp_path_factory.mktemp("recipes")
     out = {}
-    for name, graph, quant in (
-        ("rtn", "fused", "rtn"),
-        ("search", "fused", "search"),
-        ("gptq", "fused", "gptq"),
-        ("gptq-optimum", "optimum", "gptq"),
+    for name, graph, quant, extra in (
+        ("rtn", "fused", "rtn", {}),
+        ("search", "fused", "search", {}),
+        ("gptq", "fused", "gptq", {}),
+        ("gptq-optimum", "optimum", "gptq", {}),
+        ("mixed", "fused", "mixed", {}),
+        ("mixed-optimum", "optimum", "mixed", {}),
+        ("gptq-act", "fused", "gptq", {"method": "gptq-act"}),
+        ("gptq-refit", "fused", "gptq", {"method": "gptq-refit"}),
     ):
-        opts = ConvertOptions(
-            variants=parse_variants("q4"), progress=False, graph=graph, quant=from_options(quant=quant, calibration_tokens=2048)
-        )
+        spec = from_options(quant=quant, calibration_tokens=2048, **extra)
+        opts = ConvertOptions(variants=parse_variants("q4"), progress=False, graph=graph, quant=spec)
         convert(str(stories_dir), root / name, opts)
         out[name] = root / name
     return out
@@ -153,6 +205,8 @@ def test_calibrated_recipes_beat_rtn_and_the_llamacpp_q4_0_peer(recipe_bundles):
     kl = {k: _verify(b)["variants"]["q4"]["mean_kl"] for k, b in recipe_bundles.items()}
     peer = _verify(recipe_bundles["gptq"])["baselines"]["llama.cpp Q4_0"]
     assert kl["search"] < kl["rtn"] and kl["gptq"] < kl["search"], kl
+    assert kl["gptq-act"] < kl["rtn"] and kl["gptq-refit"] < kl["rtn"], kl  # the variants: never worse than RTN
+    assert kl["mixed"] < kl["gptq"], kl  # the default: GPTQ on the output projection and 8-bit v on top of gptq
     # stories260K's down projections have 172 inputs, which llama.cpp cannot quantize to Q4_0 (not whole blocks of
     # 32): the peer keeps them in F16 (converter/baselines.py) while ours are int4, so here the peer is only close;
     # on SmolLM2, where every tensor is whole blocks, the default recipe beats it (benchmarks/README.md).
@@ -165,10 +219,12 @@ def test_fused_and_reference_graphs_carry_the_same_quantized_model(recipe_bundle
     from webllama.converter.ort_model import OrtModel
 
     ids = np.array([[1, 403, 261, 378, 375, 261, 349, 409, 400, 363]])
-    a = OrtModel(open_bundle(recipe_bundles["gptq"]), "q4").forward(ids)
-    b = OrtModel(open_bundle(recipe_bundles["gptq-optimum"]), "q4").forward(ids)
-    assert np.abs(a - b).max() < 1e-3
-    for name in ("gptq", "gptq-optimum"):  # the float matrices the int4 pass replaced are gone from both files
+    for fused in ("gptq", "mixed"):
+        a = OrtModel(open_bundle(recipe_bundles[fused]), "q4").forward(ids)
+        b = OrtModel(open_bundle(recipe_bundles[f"{fused}-optimum"]), "q4").forward(ids)
+        assert np.abs(a - b).max() < 1e-3, fused
+    # the float matrices the int4 pass replaced are gone from every file
+    for name in ("gptq", "gptq-optimum", "mixed", "mixed-optimum"):
         g = onnx.load(str(recipe_bundles[name] / "onnx" / "model_q4.onnx"), load_external_data=False)
         used = {i for n in g.graph.node for i in n.input}
         assert not [t.name for t in g.graph.initializer if t.name not in used], name
@@ -180,6 +236,10 @@ def test_manifest_records_the_recipe_and_the_calibration_text(recipe_bundles):
     q = json.loads((recipe_bundles["gptq"] / "manifest.json").read_text())["variants"]["q4"]["quantization"]
     assert q["recipe"] == "gptq" and q["linear"]["method"] == "gptq" and q["head"]["method"] == "search"
     assert q["method_params"] == {"gptq": {"damp": GPTQ_DAMP}}  # the hyper-parameters a reproduction needs
+    d = json.loads((recipe_bundles["mixed"] / "manifest.json").read_text())["variants"]["q4"]["quantization"]
+    assert d["recipe"] == "mixed" and d["head"]["method"] == "gptq"
+    a = json.loads((recipe_bundles["gptq-act"] / "manifest.json").read_text())["variants"]["q4"]["quantization"]
+    assert a["method_params"] == {"gptq-act": {"damp": GPTQ_DAMP, "act_order": 1.0}}  # the head's search has none
     import hashlib
 
     assert q["calibration"]["sha256"] == hashlib.sha256(builtin_corpus()[0].encode()).hexdigest()
@@ -189,17 +249,19 @@ def test_manifest_records_the_recipe_and_the_calibration_text(recipe_bundles):
 
 
 def test_tied_table_is_stored_once(recipe_bundles):
-    """gptq (tie_once) vs rtn (its own lookup table): the lookup aliases the head's bytes in the same shard."""
-    g = onnx.load(str(recipe_bundles["gptq"] / "onnx" / "model_q4.onnx"), load_external_data=False)
-    inits = {t.name: t for t in g.graph.initializer}
-    gather = next(n for n in g.graph.node if n.op_type == "GatherBlockQuantized")
-    head = next(n for n in g.graph.node if n.op_type == "MatMulNBits" and n.output[0] == "logits")
+    """gptq and the default (tie_once; the default's head by GPTQ) vs rtn (its own lookup table): the lookup
+    aliases the head's bytes in the same shard, so the GPTQ codes fitted to the head are what the lookup reads."""
+    for name in ("gptq", "mixed"):
+        g = onnx.load(str(recipe_bundles[name] / "onnx" / "model_q4.onnx"), load_external_data=False)
+        inits = {t.name: t for t in g.graph.initializer}
+        gather = next(n for n in g.graph.node if n.op_type == "GatherBlockQuantized")
+        head = next(n for n in g.graph.node if n.op_type == "MatMulNBits" and n.output[0] == "logits")
 
-    def where(name):
-        t = inits[name]
-        return {e.key: e.value for e in t.external_data} if t.external_data else t.raw_data
+        def where(init, inits=inits):
+            t = inits[init]
+            return {e.key: e.value for e in t.external_data} if t.external_data else t.raw_data
 
-    assert where(gather.input[0]) == where(head.input[1]) and gather.input[2] == head.input[2]
+        assert where(gather.input[0]) == where(head.input[1]) and gather.input[2] == head.input[2], name
     size = {k: sum(f.stat().st_size for f in (b / "onnx").glob("model_q4.onnx_data*")) for k, b in recipe_bundles.items()}
     assert size["gptq"] < size["rtn"]
 
