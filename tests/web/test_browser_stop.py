@@ -106,7 +106,11 @@ def test_chat_page_stop_button(page, s260_server, device):
     page.wait_for_selector(".msg.assistant .meta")
     tokens = int(page.inner_text(".msg.assistant .meta").split()[0])
     assert page.evaluate("window.atStop") is not None, "the reply ended before Stop was pressed"
-    assert tokens <= STOP_AFTER + 2, f"{tokens} tokens after Stop at {STOP_AFTER}"
+    # within two tokens of the stop reaching the engine; the page's own count lags by the chunks in flight (seen at
+    # 6 tokens for a Stop at 3 under a loaded full suite)
+    after = page.get_attribute(".msg.assistant .meta", "data-tokens-after-stop")
+    assert after is not None and int(after) <= 2, (after, tokens)
+    assert STOP_AFTER <= tokens < MAX_TOKENS and "stopped" in page.inner_text(".msg.assistant .meta"), tokens
     assert not page.is_disabled("#send") and page.is_disabled("#stop")
     page.fill("#max_tokens", "2")
     page.fill("#prompt", "Hello")

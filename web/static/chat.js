@@ -181,6 +181,10 @@ function showUsage(bubble, usage) {
   const meta = document.createElement('span');
   meta.className = 'meta';
   meta.textContent = `${usage.completion_tokens} tokens · decode ${fmt.rate(usage.extra.decode_tokens_per_s)} tok/s`;
+  if (usage.extra.tokens_after_stop !== undefined) {
+    meta.textContent += ' · stopped';
+    meta.dataset.tokensAfterStop = String(usage.extra.tokens_after_stop);
+  }
   bubble.append(meta);
 }
 
