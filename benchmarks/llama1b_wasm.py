@@ -90,6 +90,7 @@ def write_q4_0_gguf(src: Path, dst: Path, shared: Path) -> None:
     import gguf
     import numpy as np
     from safetensors import safe_open
+    from webllama.converter.archs.transforms import permute_rope_to_gguf
     from webllama.converter.graph.readers import GGUF_NAMES
     from webllama.converter.sources.llama2c import read_tokenizer_bin
 
@@ -149,8 +150,7 @@ def write_q4_0_gguf(src: Path, dst: Path, shared: Path) -> None:
                 continue
             a = f.get_tensor(name).astype(np.float32)
             if name.endswith(("q_proj.weight", "k_proj.weight")):
-                heads = c["num_attention_heads"] if "q_proj" in name else c["num_key_value_heads"]
-                a = a.reshape(heads, 2, a.shape[0] // heads // 2, a.shape[1]).swapaxes(1, 2).reshape(a.shape)
+                a = permute_rope_to_gguf(a, c["num_attention_heads"] if "q_proj" in name else c["num_key_value_heads"])
             if a.ndim == 2:
                 w.add_tensor(names[name], gguf.quantize(a, q4), raw_dtype=q4)
             else:

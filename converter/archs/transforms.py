@@ -29,6 +29,14 @@ def permute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, rows // n_heads // 2, 2, *rest).swapaxes(1, 2).reshape(rows, *rest)
 
 
+def permute_rope_to_gguf(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Rotate-half (HF) -> interleaved (llama.cpp) row order: llama.cpp's LlamaModel.permute, the inverse of
+    `permute_rope` (writing GGUF files of HF weights: the benchmarks' and tests' Q4_0 peers)."""
+    rows = w.shape[0]
+    rest = w.shape[1:]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, *rest).swapaxes(1, 2).reshape(rows, *rest)
+
+
 def qkv_sizes(c: ModelConfig) -> list[int]:
     """Rows of q, k, v in a packed qkv projection (Phi-3's qkv_proj, llama.cpp's attn_qkv)."""
     return [c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim]

@@ -215,13 +215,24 @@ def quantize_search(w: np.ndarray, bits: int, block_size: int, symmetric: bool, 
 # ---------------------------------------------------------------- gptq: Hessian error compensation
 
 
-def _hinv_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor of H^-1 (GPTQ's formulation), with dead inputs fixed and percdamp dampening."""
+def _padded_hessian(stats: Stats, k: int, kp: int) -> torch.Tensor:
+    """The (kp, kp) float64 Hessian of a weight whose K inputs are zero-padded to whole blocks."""
+    H = torch.zeros((kp, kp), dtype=torch.float64)
+    H[:k, :k] = torch.from_numpy(np.asarray(stats.hessian, dtype=np.float64))
+    return H
+
+
+def _damped(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """H with dead inputs (zero diagonal) set to 1 and lambda = damp x mean diag added: GPTQ's dampening."""
     h = h.clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    h += torch.eye(h.shape[0], dtype=h.dtype) * damp * torch.mean(torch.diag(h))
-    chol = torch.linalg.cholesky(h)
+    return h + torch.eye(h.shape[0], dtype=h.dtype) * damp * torch.mean(torch.diag(h))
+
+
+def _hinv_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of H^-1 (GPTQ's formulation), with dead inputs fixed and percdamp dampening."""
+    chol = torch.linalg.cholesky(_damped(h, damp))
     hinv = torch.cholesky_inverse(chol)
     return torch.linalg.cholesky(hinv, upper=True)
 
@@ -265,8 +276,7 @@ def quantize_gptq(
     W[:, :k] = torch.from_numpy(np.asarray(w, dtype=np.float32))
     key = ("hinv", kp, damp, act_order)
     if key not in stats.cache:  # one factorization per input: q/k/v (and gate/up) share their Stats
-        H = torch.zeros((kp, kp), dtype=torch.float64)
-        H[:k, :k] = torch.from_numpy(np.asarray(stats.hessian, dtype=np.float64))
+        H = _padded_hessian(stats, k, kp)
         # stable sort: ties (and the zero padding, last) keep their order, so the result is deterministic
         perm = torch.argsort(-torch.diag(H), stable=True) if act_order else torch.arange(kp)
         imp = (torch.diag(H) / max(stats.tokens, 1)).to(torch.float32)
@@ -312,8 +322,7 @@ def quantize_gptq(
         Wp[:, i1:] -= err @ U[i0:i1, i1:]
     codes = codes_p[:, pos_of] if act_order else codes_p
     if refit:
-        H = torch.zeros((kp, kp), dtype=torch.float64)
-        H[:k, :k] = torch.from_numpy(np.asarray(stats.hessian, dtype=np.float64))
+        H = _padded_hessian(stats, k, kp)
         W0 = torch.zeros((n, kp), dtype=torch.float32)
         W0[:, :k] = torch.from_numpy(np.asarray(w, dtype=np.float32))
         scales = refit_scales(W0, codes, scales, zs, H, damp, block_size)
@@ -330,11 +339,7 @@ def refit_scales(
     H is dampened as in GPTQ (lambda = damp x mean diag), which keeps the solution near the plain weight fit."""
     n, kp = w.shape
     nb = kp // block
-    h = h.clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    h += torch.eye(kp, dtype=h.dtype) * damp * torch.mean(torch.diag(h))
-    hf = h.to(torch.float32)
+    hf = _damped(h, damp).to(torch.float32)
     lvl = (codes.view(n, nb, block) - zs.unsqueeze(-1)).view(n, kp)
     r = (lvl * (w @ hf)).view(n, nb, block).sum(-1).double()
     A = torch.zeros((n, nb, nb), dtype=torch.float64)

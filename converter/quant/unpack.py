@@ -17,8 +17,9 @@ of int8 per output channel, see INT8_QMAX: at least as fine as the int4 grid whe
 so the browser and onnxruntime CPU run the same bytes: the graph is its own variant in verify.json
 (`q4_wasm`) because its numerics differ from the int4 graph (int8 weights and 8-bit activations). The activation
 scale is per token (ACT_QMAX), not onnxruntime's DynamicQuantizeMatMul's one per tensor: SmolLM2's int8 graph
-went from mean KL 0.690 / top-1 0.544 to 0.135 / 0.781 (int4 graph 0.091 / 0.827; int8 weights with float
-activations 0.107), at the same speed in Chromium (benchmarks/README.md "WASM at 1B scale").
+went from mean KL 0.690 / top-1 0.544 to 0.135 / 0.781, and 0.141 / 0.776 with the tied lookup from the int8
+head (int4 graph 0.091 / 0.827; int8 weights with float activations 0.107), at the same speed in Chromium
+(benchmarks/README.md "WASM at 1B scale").
 
 Measured in Chromium on SmolLM2 q4 against the previous WASM graph (float32 weights folded at load from
 the int4 file): see benchmarks/README.md "WASM int8". The graph holds ~1 byte per parameter in the
@@ -190,17 +191,10 @@ def _tied_lookup(node: onnx.NodeProto, head: onnx.NodeProto) -> list:
     ]
 
 
-def _same_bytes(a: TensorProto, b: TensorProto) -> bool:
-    """Two initializers that are headers over the same stored bytes (the tied table stored once)."""
-    ea = {e.key: e.value for e in a.external_data}
-    eb = {e.key: e.value for e in b.external_data}
-    return bool(ea) and all(ea.get(k) == eb.get(k) for k in ("location", "offset"))
-
-
 def to_int8(model: onnx.ModelProto, base_dir: Path, tied: bool = False) -> onnx.ModelProto:
     """A copy of `model` (loaded without external data, from `base_dir`) with every MatMulNBits replaced by a
     per-token int8 matmul over int8 weights; the other initializers are loaded inline (to be saved anew). A tied
-    model (`tied`, or a lookup table stored as the head's own bytes) reads its embedding from the int8 head."""
+    model (`tied`: its embedding is its output projection) reads its embedding from the int8 head."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     inits = {t.name: t for t in out.graph.initializer}
@@ -211,11 +205,7 @@ def to_int8(model: onnx.ModelProto, base_dir: Path, tied: bool = False) -> onnx.
             g, new = _replace(node, inits, base_dir)
             nodes += g
             added += new
-        elif (
-            node.op_type == "GatherBlockQuantized"
-            and head is not None
-            and (tied or _same_bytes(inits[node.input[0]], inits[head.input[1]]))
-        ):
+        elif tied and head is not None and node.op_type == "GatherBlockQuantized":
             nodes += _tied_lookup(node, head)
         else:
             nodes.append(node)

@@ -5,7 +5,7 @@ Why a second WASM graph besides the int8 one (converter/quant/unpack.py): this o
 graph computes (token-exact with onnxruntime CPU's MatMulNBits), downloads nothing extra (new tensor headers over
 the same external-data offsets: MatMulNBits' (N, n_blocks, block*bits/8) uint8 B is ONNX's packed uint4/uint8
 (N, n_blocks*block), low nibble first); its cost is 4 bytes per weight in the wasm heap. The int8 graph re-rounds
-the weights and the activations (SmolLM2 mean KL 0.135 against the int4 graph's 0.091 on verify's text, with
+the weights and the activations (SmolLM2 mean KL 0.141 against the int4 graph's 0.091 on verify's text, with
 per-token activation scales; 0.690 with one scale per tensor). So a model whose float32 weights fit `FP32_BUDGET`
 gets this exact graph; a larger one (1B-class) the int8 graph, which fits the heap.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from webllama.converter.archs import ARCHS, families, for_gguf, for_hf
-from webllama.converter.archs.transforms import TRANSFORMS, concat_rows, permute_rope
+from webllama.converter.archs.transforms import TRANSFORMS, concat_rows, permute_rope, permute_rope_to_gguf
 from webllama.converter.errors import MissingTensor, UnsupportedArchitecture, UnusedTensor
 
 COMMON = dict(
@@ -81,6 +81,7 @@ def test_rope_permutation_inverts_llama_cpp_permute():
         heads = 4
         cpp = w.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
         np.testing.assert_array_equal(permute_rope(cpp, heads), w)
+        np.testing.assert_array_equal(permute_rope_to_gguf(w, heads), cpp)  # the writers' direction
 
 
 def test_split_transforms_and_pack_round_trip():

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from webllama.converter import ConvertOptions, convert, open_bundle
+from webllama.converter.archs.transforms import permute_rope_to_gguf
 from webllama.converter.ort_model import OrtModel
 from webllama.converter.variants import parse_variants
 from webllama.converter.verify import VERIFY_TEXT, logit_stats
@@ -144,8 +145,7 @@ def write_gguf(path: Path, folder: Path, extra: dict[str, np.ndarray] | None = N
             continue
         a = sd[hf_rules[canonical].source]
         if rule.transform in ("rope_q", "rope_k"):  # llama.cpp's LlamaModel.permute
-            heads = c.n_heads if rule.transform == "rope_q" else c.n_kv_heads
-            a = a.reshape(heads, 2, a.shape[0] // heads // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+            a = permute_rope_to_gguf(a, c.n_heads if rule.transform == "rope_q" else c.n_kv_heads)
         w.add_tensor(rule.source, np.ascontiguousarray(a))
         written.add(rule.source)
     for name, a in (extra or {}).items():

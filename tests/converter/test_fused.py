@@ -233,6 +233,7 @@ def test_q4_0_blocks_transcode_exactly():
 def write_q4_0_gguf(path: Path, model) -> None:
     """A llama GGUF of `model`: projections Q4_0 (q/k in llama.cpp's interleaved row order), rest F32."""
     import gguf
+    from webllama.converter.archs.transforms import permute_rope_to_gguf
     from webllama.converter.graph.readers import GGUF_NAMES
 
     c = model.config
@@ -252,8 +253,7 @@ def write_q4_0_gguf(path: Path, model) -> None:
     for hf_name, t in model.state_dict().items():
         a = t.numpy()
         if hf_name.endswith(("q_proj.weight", "k_proj.weight")):  # llama.cpp's permute (inverse of ours)
-            heads = c.num_attention_heads if "q_proj" in hf_name else c.num_key_value_heads
-            a = a.reshape(heads, 2, a.shape[0] // heads // 2, a.shape[1]).swapaxes(1, 2).reshape(a.shape)
+            a = permute_rope_to_gguf(a, c.num_attention_heads if "q_proj" in hf_name else c.num_key_value_heads)
         if "proj" in hf_name:
             w.add_tensor(names[hf_name], gguf.quantize(a, gguf.GGMLQuantizationType.Q4_0), raw_dtype=gguf.GGMLQuantizationType.Q4_0)
         else:

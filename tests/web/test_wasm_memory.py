@@ -112,7 +112,7 @@ def test_smollm2_int8_graph_is_token_exact_with_onnxruntime_cpu(browser, serve, 
             continue
         (root / f["path"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(smollm2_bundle / f["path"], root / f["path"])
-    q4.update(write_wasm_graph(root, q4, weights="int8"))
+    q4.update(write_wasm_graph(root, q4, weights="int8", tied=m["config"]["tie_word_embeddings"]))
     m["files"] = list_files(root)
     (root / "manifest.json").write_text(json.dumps(m))
 
