@@ -75,3 +75,22 @@ def graph_io(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
         }
 
     return [describe(i) for i in model.graph.input], [describe(o) for o in model.graph.output]
+
+
+def cast_initializers(model: onnx.ModelProto) -> dict[str, TensorProto]:
+    """Tensor name -> the initializer it is a Cast of: a float32 graph's MatMulNBits / GatherBlockQuantized scales
+    are float16 initializers behind a Cast (converter/graph/ops.write_scales), which rewrites of the graph read
+    as the weights they are."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return {n.output[0]: inits[n.input[0]] for n in model.graph.node if n.op_type == "Cast" and n.input[0] in inits}
+
+
+def drop_dead_nodes(nodes: list, outputs: set[str]) -> list:
+    """`nodes` (topologically ordered) without those none of whose outputs is read by a later node or is a graph
+    output (e.g. the Cast of scales whose MatMulNBits a rewrite replaced)."""
+    needed, kept = set(outputs), []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(n.input)
+    return kept[::-1]

@@ -41,6 +41,26 @@ window.benchRuntime = {
     delete info.placement_ops;
     return { load_s: loadS, load_cached_s: cachedS, info: { ...info, cold_from_cache: cold.from_cache, ort_version: info.ort_version } };
   },
+  /**
+   * One load (the previous engine dropped first; `cold`: the caches cleared, so the files are downloaded), for
+   * memory measurements that take each load's peak on its own (benchmarks/wasm_memory.py): back to back, as in
+   * load(), the terminated worker's heap may still be held while the next one fills.
+   * @param {{bundleUrl: string, variant?: string, device: string, numThreads: number, unpackInt4?: boolean, kvCache?: string}} o
+   * @param {boolean} cold
+   */
+  async loadOnce(o, cold) {
+    await drop();
+    if (cold) await clearCaches();
+    const opts = { variant: o.variant, device: o.device, numThreads: o.numThreads, unpackInt4: o.unpackInt4 !== false, kvCache: o.kvCache || 'auto' };
+    const t0 = now();
+    engine = await createEngine(o.bundleUrl, opts);
+    const loadS = (now() - t0) / 1000;
+    const info = await engine.runtimeInfo();
+    delete info.placement_log;
+    delete info.placement_ops;
+    return { load_s: loadS, info };
+  },
+  unload: drop,
   /** @param {number[]} ids */
   prefill: (ids) => generate(ids, 1),
   /** @param {number[]} ids @param {number} n */

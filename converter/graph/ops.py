@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto
 from webllama.converter.graph.builder import MS_DOMAIN, GraphBuilder
-from webllama.converter.graph.quantize import NBits
+from webllama.converter.graph.quantize import NBits, scales_as_float16
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,19 @@ def concat_nbits(parts: list[NBits]) -> NBits:
     )
 
 
+def write_scales(g: GraphBuilder, scales: np.ndarray, p: Precision, name: str) -> str:
+    """The tensor `{name}.scales` in the graph's type: in a float32 graph a Cast of the stored float16 scales
+    (`{name}.scales_f16`, converter/graph/quantize.py: why), folded by onnxruntime at load."""
+    half = scales_as_float16(scales) if p.dtype == np.float32 else None
+    if half is None:
+        return g.initializer(f"{name}.scales", scales.astype(p.dtype))
+    stored = g.initializer(f"{name}.scales_f16", half)
+    return g.op("Cast", [stored], f"{name}.scales/Cast", to=TensorProto.FLOAT, output=f"{name}.scales")
+
+
 def write_nbits(g: GraphBuilder, w: NBits, p: Precision, name: str) -> tuple[str, ...]:
-    """MatMulNBits' weight initializers of node `name`: B, scales[, zero points]."""
-    inputs = [g.initializer(f"{name}.weight_Q{w.bits}", w.packed), g.initializer(f"{name}.scales", w.scales.astype(p.dtype))]
+    """MatMulNBits' weight inputs of node `name`: B, scales[, zero points]."""
+    inputs = [g.initializer(f"{name}.weight_Q{w.bits}", w.packed), write_scales(g, w.scales, p, name)]
     if w.zero_points is not None:
         inputs.append(g.initializer(f"{name}.zero_points", w.zero_points))
     return tuple(inputs)
@@ -104,7 +114,7 @@ def embedding_nbits(g: GraphBuilder, w: NBits, ids: str, p: Precision, name: str
     shape, zp_shape = [n, w.k], [n, nb]
     if shared_with is None:
         data = g.initializer(f"{name}.weight_Q4", w.packed, dtype=TensorProto.UINT4, shape=shape)
-        scales = g.initializer(f"{name}.scales", w.scales.astype(p.dtype))
+        scales = write_scales(g, w.scales, p, name)
     else:
         data = g.alias(f"{name}.weight_Q4", f"{shared_with}.weight_Q4", TensorProto.UINT4, shape)
         scales = f"{shared_with}.scales"

@@ -27,6 +27,24 @@ class NBits:
     block_size: int
 
 
+# MatMulNBits and GatherBlockQuantized take their scales in the activations' type. A float32 graph stores them as
+# float16 in the bundle with a Cast in front, which onnxruntime folds into a float32 initializer when the session is
+# created (the runtime graph is the same MatMulNBits): at block 32 the scales cost 0.5 bit per weight instead of 1,
+# which is how llama.cpp's Q4_0/Q4_1 store theirs (fp16 d and m). Rounding a scale to float16 moves a weight by at
+# most 2^-11 of its block's scale times its code (~1/30 of the 4-bit rounding step at the extremes); a tensor with a
+# scale float16 cannot hold closely (subnormal below 6.1e-5, overflow above 65504) keeps float32 scales.
+F16_NORMAL = (float(np.finfo(np.float16).tiny), float(np.finfo(np.float16).max))
+
+
+def scales_as_float16(scales: np.ndarray) -> np.ndarray | None:
+    """The scales as float16, or None when some nonzero one is outside float16's normal range."""
+    a = np.abs(np.asarray(scales, dtype=np.float32))
+    nz = a[a != 0]
+    if not np.isfinite(a).all() or (nz.size and (nz.min() < F16_NORMAL[0] or nz.max() > F16_NORMAL[1])):
+        return None
+    return np.asarray(scales, dtype=np.float32).astype(np.float16)
+
+
 def quantize_matmul(w_kn: np.ndarray, bits: int, block_size: int, symmetric: bool) -> NBits:
     """w_kn: (K, N) float32/float16, the MatMul's B. Same result as MatMulNBitsQuantizer (QOperator)."""
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits

@@ -14,7 +14,7 @@ import re
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from webllama.converter.graph.quantize import NBits
+from webllama.converter.graph.quantize import NBits, scales_as_float16
 from webllama.converter.quant.policy import BLOCK_SIZES, QuantSpec  # noqa: F401  (QuantSpec: re-exported)
 
 MS_DOMAIN = "com.microsoft"
@@ -71,13 +71,21 @@ def weight_name(node_name: str) -> str | None:
     return m.group(1).replace("/", ".") + ".weight" if m else None
 
 
-def _nbits_node(node: onnx.NodeProto, w: NBits, dtype: int, accuracy_level: int | None) -> tuple[onnx.NodeProto, list]:
+def _scales(w: NBits, dtype: int, base: str) -> tuple[TensorProto, list[onnx.NodeProto]]:
+    """`{base}.scales` in the graph's type; in a float32 graph a Cast of stored float16 scales, as the fused
+    builder writes them (converter/graph/ops.write_scales): both graphs carry the same bytes."""
+    half = scales_as_float16(w.scales) if dtype == TensorProto.FLOAT else None
+    if half is None:
+        np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+        return numpy_helper.from_array(w.scales.astype(np_dtype), f"{base}.scales"), []
+    cast = helper.make_node("Cast", [f"{base}.scales_f16"], [f"{base}.scales"], name=f"{base}.scales/Cast", to=TensorProto.FLOAT)
+    return numpy_helper.from_array(half, f"{base}.scales_f16"), [cast]
+
+
+def _nbits_node(node: onnx.NodeProto, w: NBits, dtype: int, accuracy_level: int | None) -> tuple[onnx.NodeProto, list, list]:
     base = node.name.rsplit("/", 1)[0]
-    np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
-    inits = [
-        numpy_helper.from_array(w.packed, f"{base}.weight_Q{w.bits}"),
-        numpy_helper.from_array(w.scales.astype(np_dtype), f"{base}.scales"),
-    ]
+    scales, casts = _scales(w, dtype, base)
+    inits = [numpy_helper.from_array(w.packed, f"{base}.weight_Q{w.bits}"), scales]
     if w.zero_points is not None:
         inits.append(numpy_helper.from_array(w.zero_points, f"{base}.zero_points"))
     attrs = {"K": w.k, "N": w.n, "bits": w.bits, "block_size": w.block_size}
@@ -85,21 +93,20 @@ def _nbits_node(node: onnx.NodeProto, w: NBits, dtype: int, accuracy_level: int 
         attrs["accuracy_level"] = accuracy_level
     new = helper.make_node(
         "MatMulNBits",
-        [node.input[0], *(t.name for t in inits)],
+        [node.input[0], f"{base}.weight_Q{w.bits}", f"{base}.scales", *(t.name for t in inits[2:])],
         list(node.output),
         name=f"{base}/MatMulNBits",
         domain=MS_DOMAIN,
         **attrs,
     )
-    return new, inits
+    return new, inits, casts
 
 
-def _gather_node(node: onnx.NodeProto, w: NBits, dtype: int) -> tuple[onnx.NodeProto, list]:
+def _gather_node(node: onnx.NodeProto, w: NBits, dtype: int) -> tuple[onnx.NodeProto, list, list]:
     from webllama.converter.graph.ops import unpack_zero_points
 
     base = node.name.rsplit("/", 1)[0]
     n, nb = w.scales.shape
-    np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
     z = np.full((n, nb), 8, np.uint8) if w.zero_points is None else unpack_zero_points(w.zero_points, nb)
     flat = z.reshape(-1)
     flat = np.append(flat, np.uint8(0)) if flat.size % 2 else flat
@@ -107,10 +114,11 @@ def _gather_node(node: onnx.NodeProto, w: NBits, dtype: int) -> tuple[onnx.NodeP
     zp = TensorProto(
         name=f"{base}.zero_points", data_type=TensorProto.UINT4, dims=[n, nb], raw_data=(flat[0::2] | (flat[1::2] << 4)).tobytes()
     )
-    inits = [data, numpy_helper.from_array(w.scales.astype(np_dtype), f"{base}.scales"), zp]
+    scales, casts = _scales(w, dtype, base)
+    inits = [data, scales, zp]
     new = helper.make_node(
         "GatherBlockQuantized",
-        [data.name, node.input[1], inits[1].name, zp.name],
+        [data.name, node.input[1], f"{base}.scales", zp.name],
         list(node.output),
         name=f"{base}/GatherBlockQuantized",
         domain=MS_DOMAIN,
@@ -119,7 +127,7 @@ def _gather_node(node: onnx.NodeProto, w: NBits, dtype: int) -> tuple[onnx.NodeP
         block_size=w.block_size,
         bits=4,
     )
-    return new, inits
+    return new, inits, casts
 
 
 def _stored(store, names: list[str] | None) -> NBits | None:
@@ -160,6 +168,7 @@ def quantize_int4(model: onnx.ModelProto, spec: QuantSpec, store, canonical: dic
     dtype = next((t.data_type for t in g.initializer if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)), TensorProto.FLOAT)
     head = lm_head_node(model)
     used: set[str] = set()
+    casts: list[onnx.NodeProto] = []  # the float16 scales' Casts: they read initializers only, so they go first
     for idx, node in enumerate(list(g.node)):
         name = None
         if node.op_type == "MatMul" and node.input[1] in inits:
@@ -168,17 +177,23 @@ def quantize_int4(model: onnx.ModelProto, spec: QuantSpec, store, canonical: dic
             w = store.get("embed") or (store.get("lm_head") if store.embedding_shares_head else None)
             if w is not None:
                 used.add(node.input[0])  # before CopyFrom: `node` is the graph's own message, replaced in place
-                new, extra = _gather_node(node, w, dtype)
+                new, extra, cast = _gather_node(node, w, dtype)
                 g.node[idx].CopyFrom(new)
                 g.initializer.extend(extra)
+                casts += cast
             continue
         w = _stored(store, canonical.get(name)) if name else None
         if w is None:
             continue
         used.add(node.input[1])  # before CopyFrom (see above)
-        new, extra = _nbits_node(node, w, dtype, spec.accuracy_level)
+        new, extra, cast = _nbits_node(node, w, dtype, spec.accuracy_level)
         g.node[idx].CopyFrom(new)
         g.initializer.extend(extra)
+        casts += cast
+    if casts:
+        nodes = casts + list(g.node)
+        del g.node[:]
+        g.node.extend(nodes)
     _replace_floats(g, store, canonical)
     still = {i for n in g.node for i in n.input}
     for t in [t for t in g.initializer if t.name in used and t.name not in still]:

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper, numpy_helper
-from webllama.converter.onnx_io import save_sharded
+from webllama.converter.onnx_io import cast_initializers, drop_dead_nodes, save_sharded
 from webllama.converter.quant.unfuse_attention import unfuse_gqa
 
 MS_DOMAIN = "com.microsoft"
@@ -197,7 +197,7 @@ def to_int8(model: onnx.ModelProto, base_dir: Path, tied: bool = False) -> onnx.
     model (`tied`: its embedding is its output projection) reads its embedding from the int8 head."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    inits = {t.name: t for t in out.graph.initializer}
+    inits = {t.name: t for t in out.graph.initializer} | cast_initializers(out)  # float16 scales behind a Cast
     head = next((nd for nd in out.graph.node if nd.op_type == "MatMulNBits" and nd.output[0] == "logits"), None)
     nodes, added = [], []
     for node in out.graph.node:
@@ -211,6 +211,7 @@ def to_int8(model: onnx.ModelProto, base_dir: Path, tied: bool = False) -> onnx.
             nodes.append(node)
     if added:
         added += _act_constants()
+    nodes = drop_dead_nodes(nodes, {o.name for o in out.graph.output})
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     used = {i for nd in nodes for i in nd.input}

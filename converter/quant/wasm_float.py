@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from webllama.converter.onnx_io import cast_initializers, drop_dead_nodes
 
 FP32_BUDGET = 2 * 2**30  # bytes of dequantized float32 weights the WASM graph may create at load
 
@@ -80,9 +81,11 @@ def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path
         raise ValueError(f"{node.name}: MatMulNBits weights are not initializers")
     n_blocks = (k + block - 1) // block
     p = f"{b}/wasm"
+    s = inits[scales]
+    half = s.name != scales  # the stored float16 scales behind the graph's Cast: cast again here, folded at load
     new = [
         _external_alias(inits[b], f"{p}/q", qtype, [n, n_blocks * block]),
-        _external_alias(inits[scales], f"{p}/scales", inits[scales].data_type, [n, n_blocks]),
+        _external_alias(s, f"{p}/scales_f16" if half else f"{p}/scales", s.data_type, [n, n_blocks]),
     ]
     dq_inputs = [f"{p}/q", f"{p}/scales"]
     if bits == 8:  # 8-bit zero points are one byte each, (N, n_blocks): the tensor as it is (small), or 128
@@ -94,7 +97,8 @@ def _replace(node: onnx.NodeProto, inits: dict[str, TensorProto], base_dir: Path
     else:  # MatMulNBits' default zero point is 8 (symmetric int4 stored unsigned)
         new.append(_uint4_tensor(f"{p}/zp", np.full((n, n_blocks), 8, dtype=np.uint8)))
     dq_inputs.append(f"{p}/zp")
-    g = [helper.make_node("DequantizeLinear", dq_inputs, [f"{p}/w_nk_padded"], axis=1, block_size=block)]  # (N, nb*blk)
+    g = [helper.make_node("Cast", [f"{p}/scales_f16"], [f"{p}/scales"], to=TensorProto.FLOAT)] if half else []
+    g.append(helper.make_node("DequantizeLinear", dq_inputs, [f"{p}/w_nk_padded"], axis=1, block_size=block))  # (N, nb*blk)
     w_nk = f"{p}/w_nk_padded"
     if n_blocks * block != k:  # the last block is padded: drop the padding columns
         new += [
@@ -118,7 +122,7 @@ def fold_nbits(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
     dequantize-at-load + MatMul. The weights are referenced, not copied; unused originals are dropped."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    inits = {t.name: t for t in out.graph.initializer}
+    inits = {t.name: t for t in out.graph.initializer} | cast_initializers(out)  # float16 scales behind a Cast
     nodes, added = [], []
     for node in out.graph.node:
         if node.op_type == "MatMulNBits" and node.domain == "com.microsoft":
@@ -127,6 +131,7 @@ def fold_nbits(model: onnx.ModelProto, base_dir: Path) -> onnx.ModelProto:
             added += new
         else:
             nodes.append(node)
+    nodes = drop_dead_nodes(nodes, {o.name for o in out.graph.output})
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     used = {i for nd in nodes for i in nd.input}
