@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     per = doc["above_empty_bytes_per_parameter"]
     print(
         f"llama-1b-shaped q4 on WASM: token-exact with onnxruntime CPU: {got == want}; above the empty page: load peak "
-        f"{per['cold_load_peak']:.2f} B/param cold (download), {per['load_peak']:.2f} B/param cached, loaded {per['loaded']:.2f} B/param; decode "
+        f"{per['cold_load_peak']:.2f} B/param cold (download), {per['load_peak']:.2f} B/param cached, "
+        f"loaded {per['loaded']:.2f} B/param; decode "
         + ", ".join(f"ctx {k}: {v['tokens_per_s']:.2f} tok/s" for k, v in doc["decode"].items()),
         file=sys.stderr,
     )
