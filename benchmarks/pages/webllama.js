@@ -25,21 +25,9 @@ window.benchRuntime = {
   name: 'webllama',
   /** @param {{bundleUrl: string, variant?: string, device: string, numThreads: number, unpackInt4?: boolean, kvCache?: string}} o */
   async load(o) {
-    await drop();
-    await clearCaches();
-    const opts = { variant: o.variant, device: o.device, numThreads: o.numThreads, unpackInt4: o.unpackInt4 !== false, kvCache: o.kvCache || 'auto' };
-    let t0 = now();
-    engine = await createEngine(o.bundleUrl, opts);
-    const loadS = (now() - t0) / 1000;
-    const cold = await engine.runtimeInfo();
-    await drop();
-    t0 = now();
-    engine = await createEngine(o.bundleUrl, opts); // files now come from the Cache API
-    const cachedS = (now() - t0) / 1000;
-    const info = await engine.runtimeInfo();
-    delete info.placement_log;
-    delete info.placement_ops;
-    return { load_s: loadS, load_cached_s: cachedS, info: { ...info, cold_from_cache: cold.from_cache, ort_version: info.ort_version } };
+    const cold = await this.loadOnce(o, true);
+    const warm = await this.loadOnce(o, false); // files now come from the cache
+    return { load_s: cold.load_s, load_cached_s: warm.load_s, info: { ...warm.info, cold_from_cache: cold.info.from_cache } };
   },
   /**
    * One load (the previous engine dropped first; `cold`: the caches cleared, so the files are downloaded), for
