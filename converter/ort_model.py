@@ -14,6 +14,7 @@ from webllama.converter.errors import BundleError
 from webllama.converter.manifest import Bundle, open_bundle
 
 PREFILL_CHUNK = 1024  # tokens per call when forward() scores one long sequence (see forward)
+APPEND_STEP = 256  # an appended cache grows in steps of this many positions, as web/engine/kv_cache.js APPEND_STEP
 
 
 class OrtModel:
@@ -56,6 +57,8 @@ class OrtModel:
         # engine feeds); padded batches would silently attend to padding there.
         meta = self.session.get_modelmeta().custom_metadata_map
         self.single_sequence = meta.get("webllama.single_sequence") == "1"
+        # present.* are the new positions only; the past may carry masked spare slots (quant/unfuse_attention.py)
+        self.kv_append = meta.get("webllama.kv_append") == "1"
         self.tokenizer = Tokenizer.from_file(str(self.bundle.root / "tokenizer.json"))
         cfg = self.bundle.manifest["config"]
         self.n_layers = cfg["num_hidden_layers"]
@@ -91,6 +94,8 @@ class OrtModel:
         }
         out = self.session.run(["logits", *self.present_names], feeds)
         new_past = {p.replace("present.", "past_key_values.", 1): v for p, v in zip(self.present_names, out[1:], strict=True)}
+        if self.kv_append:  # the graph returned the new positions: the cache is the past followed by them
+            new_past = {n: np.concatenate([past[n], v], axis=2) for n, v in new_past.items()}
         return out[0].astype(np.float32, copy=False), new_past
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
@@ -125,6 +130,8 @@ class OrtModel:
         GroupQueryAttention (the variant's `past_present_share_buffer`), doubled when full."""
         if share_buffer_capacity is not None:
             return self._greedy_shared(prompt_ids, max_new_tokens, eos, share_buffer_capacity)
+        if self.kv_append:
+            return self._greedy_append(prompt_ids, max_new_tokens, eos)
         ids = np.array([prompt_ids], dtype=np.int64)
         mask = np.ones_like(ids)
         past = self.empty_past(1)
@@ -172,6 +179,36 @@ class OrtModel:
             b.bind_output("logits")
             self.session.run_with_iobinding(b)
             logits = b.copy_outputs_to_cpu()[-1]
+            nxt = int(np.argmax(logits[0, -1]))
+            out.append(nxt)
+            if eos and nxt in self.eos_token_ids:
+                break
+            held, feed = need, [nxt]
+        return out
+
+    def _greedy_append(self, prompt_ids: list[int], max_new_tokens: int, eos: bool) -> list[int]:
+        """Decode as the engine's WASM cache does (AppendKvCache): one buffer per tensor whose capacity grows in
+        steps of APPEND_STEP, fed whole (the slots past the held length are zeros, masked by the graph), and
+        each run's new positions copied in after the held ones."""
+        held, feed, out = 0, list(prompt_ids), []
+        bufs: dict[str, np.ndarray] = {}
+        for _ in range(max_new_tokens):
+            need = held + len(feed)
+            if not bufs or need > next(iter(bufs.values())).shape[2]:
+                cap = min(-(-need // APPEND_STEP) * APPEND_STEP, self.context_length)
+                grown = {n: np.zeros((1, self.n_kv_heads, cap, self.head_dim), dtype=self.kv_dtype) for n in self.past_names}
+                for n, a in bufs.items():
+                    grown[n][:, :, :held] = a[:, :, :held]
+                bufs = grown
+            feeds = {
+                "input_ids": np.array([feed], dtype=np.int64),
+                "attention_mask": np.ones((1, need), dtype=np.int64),
+                "position_ids": np.arange(held, need, dtype=np.int64)[None],
+                **bufs,
+            }
+            logits, *present = self.session.run(["logits", *self.present_names], feeds)
+            for n, v in zip(self.present_names, present, strict=True):
+                bufs[n.replace("present.", "past_key_values.", 1)][:, :, held:need] = v
             nxt = int(np.argmax(logits[0, -1]))
             out.append(nxt)
             if eos and nxt in self.eos_token_ids:

@@ -19,7 +19,20 @@ Per GroupQueryAttention node (num_heads H, kv_num_heads KV, head size D):
     output    = probs V as (B, S, H*D)
 
 The rewrite assumes what the browser engine always feeds: one unpadded sequence (batch 1, attention_mask all
-ones), so the new tokens sit at positions total - S .. total - 1 and every cached key is real.
+ones), so the new tokens sit at positions total - S .. total - 1.
+
+Appended cache (`append=True`, what write_wasm_graph emits; model metadata webllama.kv_append = "1", manifest
+`wasm_kv_cache: "append"`): the present outputs are the new positions only, (B, KV, S, D), and the past inputs
+may be longer than the cache, (B, KV, C, D) with C >= P = total - S: positions P.. are masked, never attended.
+The engine keeps a fixed-capacity JS buffer per tensor and copies only the new positions into it
+(web/engine/kv_cache.js AppendKvCache). Why: onnxruntime-web's WASM build copies every output out of the heap
+into a fresh JS array on each run and has no device-resident outputs, and the concatenated form above also
+copies the whole cache once more inside the graph (Concat): at 2048 tokens of SmolLM2 that is 3 extra passes over
+94 MB per token. Here attention scores past and new keys separately and never concatenates the cache:
+
+    scores = Concat(q Kpastᵀ, q Knewᵀ)  (B, KV, G, S, C + S)           # the small score rows, not the cache
+    probs  = Softmax(scores / sqrt(D) + bias), bias masks past keys >= P as well as the causal band
+    output = probs[..., :C] Vpast + probs[..., C:] Vnew
 GroupQueryAttention also handles padded batches through seqlens_k; this graph does not, and
 webllama.converter.ort_model refuses such inputs for it. The positions and the causal bias depend only on S and the
 total length, so all layers share one copy of each.
@@ -33,6 +46,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 MS_DOMAIN = "com.microsoft"
 SINGLE_SEQUENCE_KEY = "webllama.single_sequence"  # model metadata: valid for one unpadded sequence only
+KV_APPEND_KEY = "webllama.kv_append"  # model metadata: present.* are the new positions only (see above)
+MASKED_POSITION = 2**62  # a past slot beyond the cache: later than every query, so the causal test masks it
 NEG = float(np.finfo(np.float32).min)  # not -inf: a fully masked row would give NaN instead of a uniform row
 
 
@@ -61,9 +76,11 @@ def _head_size(model: onnx.ModelProto, past_key: str) -> int:
     raise ValueError(f"{past_key}: the past key input needs a static head size (dim 3) to unfuse attention")
 
 
-def _shared(e: _Emitter, q: str, total_len: str, window: int) -> tuple[str, str]:
+def _shared(e: _Emitter, q: str, total_len: str, window: int, past_key: str | None = None) -> tuple[str, str]:
     """positions (1, S) int64 and the causal bias (S, T) float32, from the query and the total length;
-    window > 0: the band of a sliding window (Mistral, Phi-3), as GroupQueryAttention's local_window_size."""
+    window > 0: the band of a sliding window (Mistral, Phi-3), as GroupQueryAttention's local_window_size.
+    past_key (appended cache): the bias is (S, C + S) over [past slots | new keys], past slot c at position c when
+    c < P, else masked."""
     p = "/model/wasm_attention"
     s = e.op("Shape", [q], f"{p}/S/Shape", start=1, end=2)  # (1,)
     s0 = e.op("Squeeze", [s], f"{p}/S")  # ()
@@ -72,7 +89,14 @@ def _shared(e: _Emitter, q: str, total_len: str, window: int) -> tuple[str, str]
     zero, one = e.const(f"{p}/zero", 0), e.const(f"{p}/one", 1)
     qpos = e.op("Range", [past, t, one], f"{p}/qpos/Range")  # (S,) absolute position of each new token
     positions = e.op("Unsqueeze", [qpos, e.const(f"{p}/axes0", [0])], f"{p}/positions")  # (1, S)
-    kpos = e.op("Range", [zero, t, one], f"{p}/kpos/Range")  # (T,)
+    if past_key is None:
+        kpos = e.op("Range", [zero, t, one], f"{p}/kpos/Range")  # (T,)
+    else:
+        cap = e.op("Squeeze", [e.op("Shape", [past_key], f"{p}/C/Shape", start=2, end=3)], f"{p}/C")  # () slots
+        slots = e.op("Range", [zero, cap, one], f"{p}/slots/Range")  # (C,)
+        held = e.op("Less", [slots, past], f"{p}/slots/Less")  # slot c holds a key iff c < P
+        slots = e.op("Where", [held, slots, e.const(f"{p}/masked", MASKED_POSITION)], f"{p}/slots/Where")
+        kpos = e.op("Concat", [slots, qpos], f"{p}/kpos/Concat", axis=0)  # (C + S,) past slots, then the new keys
     allowed = e.op(
         "LessOrEqual",
         [
@@ -100,7 +124,7 @@ def _shared(e: _Emitter, q: str, total_len: str, window: int) -> tuple[str, str]
     return positions, bias
 
 
-def _unfuse(node: onnx.NodeProto, e: _Emitter, head: int, shared: tuple[str, str]) -> None:
+def _unfuse(node: onnx.NodeProto, e: _Emitter, head: int, shared: tuple[str, str], append: bool) -> None:
     a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
     h, kv = int(a["num_heads"]), int(a["kv_num_heads"])
     if float(a.get("softcap", 0.0)) != 0.0:
@@ -130,16 +154,40 @@ def _unfuse(node: onnx.NodeProto, e: _Emitter, head: int, shared: tuple[str, str
         r = e.op("Reshape", [x, e.const(f"{p}/{tag}_shape", [0, 0, kv, head])], f"{p}/{tag}/Reshape")
         return e.op("Transpose", [r], f"{p}/{tag}/Transpose", perm=[0, 2, 1, 3])
 
-    present_k = e.op("Concat", [past_k, kv_heads(k, "k")], node.output[1], axis=2)  # (B, KV, T, D)
-    present_v = e.op("Concat", [past_v, kv_heads(v, "v")], node.output[2], axis=2)
     axis2 = e.const(f"{p}/axes2", [2])
-    k5 = e.op("Unsqueeze", [present_k, axis2], f"{p}/k/Unsqueeze")  # (B, KV, 1, T, D)
-    v5 = e.op("Unsqueeze", [present_v, axis2], f"{p}/v/Unsqueeze")
-    kt = e.op("Transpose", [k5], f"{p}/kT", perm=[0, 1, 2, 4, 3])  # (B, KV, 1, D, T)
-    scale = float(a.get("scale", 0.0)) or 1.0 / float(np.sqrt(head))
-    scores = e.op("Mul", [e.op("MatMul", [q5, kt], f"{p}/qk/MatMul"), e.const(f"{p}/scale", scale, np.float32)], f"{p}/qk/Mul")
-    probs = e.op("Softmax", [e.op("Add", [scores, bias], f"{p}/masked")], f"{p}/Softmax", axis=-1)  # (B, KV, G, S, T)
-    ctx = e.op("MatMul", [probs, v5], f"{p}/pv/MatMul")  # (B, KV, G, S, D)
+    scale = e.const(f"{p}/scale", float(a.get("scale", 0.0)) or 1.0 / float(np.sqrt(head)), np.float32)
+
+    def scores(keys: str, tag: str) -> tuple[str, str]:  # keys (B, KV, T, D) -> q Kᵀ * scale (B, KV, G, S, T), K5
+        k5 = e.op("Unsqueeze", [keys, axis2], f"{p}/{tag}/Unsqueeze")  # (B, KV, 1, T, D)
+        kt = e.op("Transpose", [k5], f"{p}/{tag}T", perm=[0, 1, 2, 4, 3])  # (B, KV, 1, D, T)
+        return e.op("Mul", [e.op("MatMul", [q5, kt], f"{p}/q{tag}/MatMul"), scale], f"{p}/q{tag}/Mul")
+
+    def weighted(probs: str, values: str, tag: str) -> str:  # (B, KV, G, S, T) x (B, KV, T, D) -> (B, KV, G, S, D)
+        v5 = e.op("Unsqueeze", [values, axis2], f"{p}/{tag}/Unsqueeze")  # (B, KV, 1, T, D)
+        return e.op("MatMul", [probs, v5], f"{p}/p{tag}/MatMul")
+
+    if not append:
+        present_k = e.op("Concat", [past_k, kv_heads(k, "k")], node.output[1], axis=2)  # (B, KV, T, D)
+        present_v = e.op("Concat", [past_v, kv_heads(v, "v")], node.output[2], axis=2)
+        probs = e.op("Softmax", [e.op("Add", [scores(present_k, "k"), bias], f"{p}/masked")], f"{p}/Softmax", axis=-1)
+        ctx = weighted(probs, present_v, "v")  # (B, KV, G, S, D)
+    else:  # present.* = the new positions only; the past is read where it lies, never concatenated
+        new_k = e.op("Identity", [kv_heads(k, "k")], node.output[1])  # (B, KV, S, D)
+        new_v = e.op("Identity", [kv_heads(v, "v")], node.output[2])
+        both = e.op("Concat", [scores(past_k, "kpast"), scores(new_k, "knew")], f"{p}/scores", axis=-1)  # (.., C + S)
+        probs = e.op("Softmax", [e.op("Add", [both, bias], f"{p}/masked")], f"{p}/Softmax", axis=-1)
+        sizes = e.op(
+            "Concat",
+            [e.op("Shape", [past_k], f"{p}/C/Shape", start=2, end=3), e.op("Shape", [new_k], f"{p}/S/Shape", start=2, end=3)],
+            f"{p}/split_probs",
+            axis=0,
+        )
+        e.nodes.append(
+            helper.make_node("Split", [probs, sizes], [f"{p}/probs_past", f"{p}/probs_new"], name=f"{p}/probs/Split", axis=-1)
+        )
+        ctx = e.op(
+            "Add", [weighted(f"{p}/probs_past", past_v, "vpast"), weighted(f"{p}/probs_new", new_v, "vnew")], f"{p}/pv/Add"
+        )  # (B, KV, G, S, D)
     ctx = e.op("Transpose", [ctx], f"{p}/ctx/Transpose", perm=[0, 3, 1, 2, 4])  # (B, S, KV, G, D)
     e.op("Reshape", [ctx, e.const(f"{p}/out_shape", [0, 0, h * head])], node.output[0])
 
@@ -148,8 +196,9 @@ def _window(node: onnx.NodeProto) -> int:
     return int(next((helper.get_attribute_value(x) for x in node.attribute if x.name == "local_window_size"), -1))
 
 
-def unfuse_gqa(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with every GroupQueryAttention replaced by decomposed attention (in place; returned)."""
+def unfuse_gqa(model: onnx.ModelProto, append: bool = False) -> onnx.ModelProto:
+    """`model` with every GroupQueryAttention replaced by decomposed attention (in place; returned);
+    append: present.* are the new positions only and the past may carry masked spare slots (see the module doc)."""
     gqa = [n for n in model.graph.node if n.op_type == "GroupQueryAttention" and n.domain == MS_DOMAIN]
     if not gqa:
         return model
@@ -158,7 +207,7 @@ def unfuse_gqa(model: onnx.ModelProto) -> onnx.ModelProto:
     windows = {_window(n) for n in gqa}
     if len(windows) != 1:
         raise ValueError(f"layers with different attention windows ({sorted(windows)}) are not unfused")
-    shared = _shared(e, first.input[0], first.input[6], windows.pop())
+    shared = _shared(e, first.input[0], first.input[6], windows.pop(), first.input[3] if append else None)
     prologue = list(e.nodes)
     nodes = []
     for node in model.graph.node:
@@ -166,12 +215,18 @@ def unfuse_gqa(model: onnx.ModelProto) -> onnx.ModelProto:
             if node is first:
                 nodes += prologue  # the shared tensors need only the first layer's query and total length
             e.nodes = []
-            _unfuse(node, e, _head_size(model, node.input[3]), shared)
+            _unfuse(node, e, _head_size(model, node.input[3]), shared, append)
             nodes += e.nodes
         else:
             nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(e.inits)
-    onnx.helper.set_model_props(model, {**{m.key: m.value for m in model.metadata_props}, SINGLE_SEQUENCE_KEY: "1"})
+    props = {m.key: m.value for m in model.metadata_props} | {SINGLE_SEQUENCE_KEY: "1"} | ({KV_APPEND_KEY: "1"} if append else {})
+    onnx.helper.set_model_props(model, props)
+    if append:  # present.* dims: the new positions (the sequence_length of input_ids), not the total
+        seq = next(i for i in model.graph.input if i.name == "input_ids").type.tensor_type.shape.dim[1]
+        for out in model.graph.output:
+            if out.name.startswith("present."):
+                out.type.tensor_type.shape.dim[2].CopyFrom(seq)
     return model

@@ -49,7 +49,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper, numpy_helper
 from webllama.converter.onnx_io import cast_initializers, drop_dead_nodes, save_sharded
-from webllama.converter.quant.unfuse_attention import unfuse_gqa
+from webllama.converter.quant.unfuse_attention import KV_APPEND_KEY, unfuse_gqa
 
 MS_DOMAIN = "com.microsoft"
 WASM_HEAP = 4 * 2**30  # wasm32: the whole heap (weights, activations, KV cache, runtime) is at most 4 GiB
@@ -242,12 +242,21 @@ def write_wasm_graph(root: Path, entry: dict, weights: str = "auto", tied: bool 
     dest = path.with_name(path.stem + "_wasm.onnx")
     rel = Path(entry["model"]).parent
     if weights == "float32" or (weights == "auto" and float_weight_bytes(model) <= FP32_BUDGET):
-        onnx.save(unfuse_gqa(fold_nbits(model, path.parent)), str(dest))  # fused graphs: WASM's GroupQueryAttention is slow
-        return {"wasm_model": str(rel / dest.name), "wasm_weights": "float32"}
-    wasm = unfuse_gqa(to_int8(model, path.parent, tied))
+        wasm = unfuse_gqa(fold_nbits(model, path.parent), append=True)  # fused graphs: WASM's GroupQueryAttention is slow
+        onnx.save(wasm, str(dest))
+        return {"wasm_model": str(rel / dest.name), "wasm_weights": "float32", **_kv_fields(wasm)}
+    wasm = unfuse_gqa(to_int8(model, path.parent, tied), append=True)
     shards = save_sharded(wasm, dest, max_shard=WASM_SHARD)
     return {
         "wasm_model": str(rel / dest.name),
         "wasm_external_data": [str(rel / s.name) for s in shards],
         "wasm_weights": "int8",
+        **_kv_fields(wasm),
     }
+
+
+def _kv_fields(wasm: onnx.ModelProto) -> dict:
+    """The manifest's word for the graph's cache (the engine cannot read model metadata): "append" when
+    present.* are the new positions only (unfuse_attention's appended cache; optimum graphs concatenate)."""
+    meta = {m.key: m.value for m in wasm.metadata_props}
+    return {"wasm_kv_cache": "append"} if meta.get(KV_APPEND_KEY) == "1" else {}

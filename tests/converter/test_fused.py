@@ -69,6 +69,21 @@ def assert_wasm_graph_parity(bundle: Path) -> None:
     c = compare(bundle, bundle, "q4", got_graph="wasm")
     assert c["max_diff"] < Q4_LOGIT_TOL and c["top1"] == 1.0 and c["greedy_equal"], c
     wasm = OrtModel(bundle, "q4", graph="wasm")
+    # an appended cache (web/engine/kv_cache.js AppendKvCache): present.* are the new positions only, and spare
+    # past slots beyond the held length are masked (filled here with a finite value that would change the scores)
+    assert spec["wasm_kv_cache"] == "append" and wasm.kv_append
+    ids = np.array([[5, 6, 7, 8]])
+    _, past = wasm.run(ids, np.ones_like(ids), wasm.empty_past(1))
+    out = wasm.session.run(
+        wasm.present_names,
+        {"input_ids": ids[:, :1], "attention_mask": np.ones((1, 5), np.int64), "position_ids": np.array([[4]]), **past},
+    )
+    assert {o.shape[2] for o in out} == {1}
+    step = (np.array([[9]]), np.ones((1, 5), dtype=np.int64))
+    exact, grown = wasm.run(*step, past)
+    spare = {n: np.concatenate([v, np.full((*v.shape[:2], 3, v.shape[3]), 7.0, v.dtype)], axis=2) for n, v in past.items()}
+    assert np.array_equal(exact, wasm.run(*step, spare)[0])
+    assert {v.shape[2] for v in grown.values()} == {5}
     with pytest.raises(BundleError, match="one unpadded sequence"):
         wasm.forward(np.array([[5, 6, 7], [5, 6, 7]]))
     with pytest.raises(BundleError, match="one unpadded sequence"):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from webllama.converter import ConvertOptions, convert, open_bundle
 from webllama.converter.ort_model import OrtModel
+from webllama.converter.quant.policy import recipe
 from webllama.converter.sources import load_source
 from webllama.converter.sources.llama2c import permute_rope
 from webllama.converter.variants import parse_variants
@@ -56,7 +57,7 @@ def test_manifest_lists_every_file_with_hashes(all_variants):
     assert {"config.json", "tokenizer.json", "tokenizer_config.json", "verify.json"} <= paths
     assert b.manifest["variants"]["q4f16"]["requires_webgpu_features"] == ["shader-f16"]
     assert b.manifest["variants"]["q4"]["requires_webgpu_features"] == []
-    assert b.manifest["variants"]["q4"]["quantization"]["linear"]["block_size"] == 32
+    assert b.manifest["variants"]["q4"]["quantization"]["linear"]["block_size"] == recipe().linear.block_size  # the default's
     assert b.manifest["context_length"] == 512 and b.manifest["tokenizer"]["bos_token_id"] == 1
     # transformers.js layout: onnx/model{suffix}.onnx + the external-data declaration in config.json
     cfg = read_json(all_variants / "config.json")

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseManifest, pickVariant, variantFiles, variantGraph } from '../../web/engine/manifest.js';
 import { ManifestError, VariantError } from '../../web/engine/errors.js';
-import { FixedKvCache, GrowingKvCache, kvCacheMode, maxPositions } from '../../web/engine/kv_cache.js';
+import { APPEND_STEP, AppendKvCache, FixedKvCache, GrowingKvCache, kvCacheMode, maxPositions } from '../../web/engine/kv_cache.js';
 
 function manifest(variants = ['fp32', 'q4', 'q4f16']) {
   const v = {};
@@ -183,4 +183,37 @@ test('kv cache mode: fixed only on WebGPU over a share-buffer graph', () => {
   assert.equal(kvCacheMode({ provider: 'wasm', shareBuffer: true }), 'growing');
   assert.equal(kvCacheMode({ provider: 'webgpu', shareBuffer: false }), 'growing');
   assert.throws(() => kvCacheMode({ provider: 'wasm', shareBuffer: true, requested: 'fixed' }), /needs a WebGPU session/);
+  assert.equal(kvCacheMode({ provider: 'wasm', shareBuffer: false, append: true }), 'append');
+  assert.throws(() => kvCacheMode({ provider: 'wasm', shareBuffer: false, append: true, requested: 'growing' }), /new positions only/);
+});
+
+test('appended kv cache: whole buffers fed, new positions copied in after the held ones, steps of APPEND_STEP', async () => {
+  const shape = { numLayers: 1, numKvHeads: 2, headDim: 2, dtype: 'float32' };
+  const kv = new AppendKvCache({ Tensor: FakeTensor }, shape, { limit: APPEND_STEP + 10 });
+  assert.equal(kv.fetches(), null);
+  // (1, H=2, n, D=2): head h, position p (absolute), dim d -> value 100h + 10p + d + 1 (never 0: 0 is an empty slot)
+  const present = (from, n) => {
+    const d = Float32Array.from({ length: 2 * n * 2 }, (_, i) => 100 * Math.floor(i / (2 * n)) + 10 * (from + Math.floor((i % (2 * n)) / 2)) + (i % 2) + 1);
+    return { 'present.0.key': new FakeTensor('float32', d, [1, 2, n, 2]), 'present.0.value': new FakeTensor('float32', d, [1, 2, n, 2]) };
+  };
+  const at = (h, p, d) => kv.buffers['past_key_values.0.key'][(h * kv.capacity + p) * 2 + d];
+  await kv.reserve(3);
+  assert.equal(kv.capacity, APPEND_STEP);
+  assert.deepEqual(kv.feeds()['past_key_values.0.key'].dims, [1, 2, APPEND_STEP, 2]);
+  kv.update(present(0, 3), [5, 6, 7]);
+  await kv.reserve(1);
+  kv.update(present(3, 1), [8]);
+  assert.deepEqual([at(0, 0, 0), at(0, 3, 1), at(1, 2, 0), at(1, 3, 1), at(1, 4, 0)], [1, 32, 121, 132, 0]);
+  assert.throws(() => kv.update(present(4, 2), [9]), /returned 2 positions for 1 fed tokens/);
+  await kv.trim(2); // shorter held length, no copy: slot 2.. is overwritten next
+  assert.equal(kv.capacity, APPEND_STEP);
+  kv.update(present(2, 1), [9]);
+  assert.deepEqual(kv.tokens, [5, 6, 9]);
+  await kv.reserve(APPEND_STEP); // 3 + 256 > 256: the next step would be 512, capped at the context (266)
+  assert.equal(kv.capacity, APPEND_STEP + 10);
+  assert.equal(kv.growths, 1);
+  assert.deepEqual([at(0, 0, 0), at(0, 2, 1), at(1, 1, 0), at(1, 3, 0)], [1, 22, 111, 0]); // held positions carried per head
+  await assert.rejects(kv.reserve(APPEND_STEP + 8), /exceed the context length 266/);
+  kv.release();
+  assert.equal(kv.capacity, 0);
 });

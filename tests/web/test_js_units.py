@@ -37,3 +37,18 @@ def test_one_provider_table_on_both_sides():
     got = json.loads(r.stdout)
     assert sorted(got["p"]) == sorted(BROWSER_DEVICES)
     assert set(got["e"].values()) == set(BROWSER_DEVICES), got["e"]
+
+
+@pytest.mark.skipif(node_bin() is None, reason="node is not installed")
+def test_appended_cache_grows_the_same_on_both_sides():
+    """OrtModel's engine-shaped decoding of an appended-cache graph (APPEND_STEP) grows its capacity as the engine's
+    AppendKvCache does: the browser parity tests compare the two on the same feeds."""
+    import subprocess
+
+    from webllama.converter.ort_model import APPEND_STEP
+
+    kv = (HERE.parents[1] / "web" / "engine" / "kv_cache.js").as_uri()
+    js = f"import('{kv}').then((m) => console.log(m.APPEND_STEP))"
+    r = subprocess.run([node_bin(), "--input-type=module", "-e", js], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) == APPEND_STEP

@@ -7,7 +7,7 @@
 import { AbortedError, ContextFullError, InvalidRequestError, NotLoadedError } from './errors.js';
 import { loadBundle } from './loader.js';
 import { headDim } from './manifest.js';
-import { FixedKvCache, GrowingKvCache, kvCacheMode } from './kv_cache.js';
+import { AppendKvCache, FixedKvCache, GrowingKvCache, kvCacheMode } from './kv_cache.js';
 import { Sampler, argmax, logSumExp } from './sampler.js';
 import { IncrementalDecoder, StopStringMatcher } from './stopping.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -38,7 +38,7 @@ export class Engine {
     this.configured = new Set();
     /** @type {{numThreads?: number, debug?: boolean}} */
     this.ortOptions = {};
-    /** @type {GrowingKvCache|FixedKvCache|null} */
+    /** @type {GrowingKvCache|FixedKvCache|AppendKvCache|null} */
     this.cache = null;
     this.requestCount = 0;
   }
@@ -69,10 +69,11 @@ export class Engine {
     };
     // The WASM graph is a different file without GroupQueryAttention: only the variant's own graph can share.
     const shareBuffer = v.past_present_share_buffer === true && l.session.graphFile === v.model;
-    const mode = kvCacheMode({ provider: l.session.provider, shareBuffer, requested: options.kvCache });
-    this.cache = mode === 'fixed'
-      ? await FixedKvCache.create(l.session.ort, shape, { limit: l.manifest.context_length })
-      : new GrowingKvCache(l.session.ort, shape);
+    const append = v.wasm_kv_cache === 'append' && l.session.graphFile === v.wasm_model;
+    const mode = kvCacheMode({ provider: l.session.provider, shareBuffer, append, requested: options.kvCache });
+    const limit = l.manifest.context_length;
+    this.cache = mode === 'fixed' ? await FixedKvCache.create(l.session.ort, shape, { limit })
+      : mode === 'append' ? new AppendKvCache(l.session.ort, shape, { limit }) : new GrowingKvCache(l.session.ort, shape);
     if (this.cache instanceof FixedKvCache && this.cache.limit < l.manifest.context_length) { // the engine enforces manifest.context_length
       l.contextLimitReason = `capped at ${this.cache.limit} of ${l.manifest.context_length} tokens: one KV buffer of the full context ` +
         "exceeds this GPU's largest storage buffer";
@@ -115,7 +116,7 @@ export class Engine {
       has_chat_template: !l.template.isFallback, load_s: l.loadS, from_cache: l.fromCache, weights_streamed: l.weightsStreamed,
       num_threads: l.session.ort.env.wasm.numThreads, cross_origin_isolated: this.deps.crossOriginIsolated,
       ort_version: l.session.ort.env.versions && l.session.ort.env.versions.web,
-      kv_cache: /** @type {GrowingKvCache|FixedKvCache} */ (this.cache).info(),
+      kv_cache: /** @type {GrowingKvCache|FixedKvCache|AppendKvCache} */ (this.cache).info(),
     };
   }
 
@@ -168,7 +169,7 @@ export class Engine {
    */
   async forward(ids, opts = {}) {
     const l = this.need();
-    const cache = /** @type {GrowingKvCache|FixedKvCache} */ (this.cache);
+    const cache = /** @type {GrowingKvCache|FixedKvCache|AppendKvCache} */ (this.cache);
     /** @type {Float32Array[]} */
     const rows = [];
     for (let start = 0; start < ids.length; start += PREFILL_CHUNK) {
@@ -201,7 +202,7 @@ export class Engine {
    * @param {number[]} ids @param {number} maxReuse
    */
   async reuse(ids, maxReuse) {
-    const cache = /** @type {GrowingKvCache|FixedKvCache} */ (this.cache);
+    const cache = /** @type {GrowingKvCache|FixedKvCache|AppendKvCache} */ (this.cache);
     const keep = Math.min(cache.commonPrefix(ids), maxReuse);
     await cache.trim(keep);
     return { reused: keep, rest: ids.slice(keep) };

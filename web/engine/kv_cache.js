@@ -1,9 +1,17 @@
-// Past key/value tensors kept between runs, and the token ids they hold. Two layouts, one interface
+// Past key/value tensors kept between runs, and the token ids they hold. Three layouts, one interface
 // (feeds / fetches / reserve / update / trim / reset / release), chosen per session by `kvCacheMode`:
 //
-// GrowingKvCache (WASM, graphs without GroupQueryAttention): each run's `present.*` outputs become the next
-// run's `past_key_values.*` (on WebGPU left on the GPU as gpu-buffer outputs, the replaced ones disposed).
-// The cache is re-allocated every step, one position longer.
+// GrowingKvCache (graphs whose present.* is the whole cache: optimum exports, older WASM graphs): each run's
+// `present.*` outputs become the next run's `past_key_values.*` (on WebGPU left on the GPU as gpu-buffer
+// outputs, the replaced ones disposed). The cache is re-allocated every step, one position longer.
+//
+// AppendKvCache (WASM graphs whose manifest entry says `wasm_kv_cache: "append"`): the graph's present.* are the
+// new positions only and its past inputs may hold spare, masked slots (converter/quant/unfuse_attention.py). One
+// JS buffer per tensor, (1, kv_heads, capacity, head_dim), fed whole; each run's new positions are copied in
+// after the held ones. Why: onnxruntime-web's WASM build copies every output out of its heap into a new array
+// on each run (it has no heap-resident outputs), so a whole-cache present costs a pass over the cache and an
+// allocation of its size per token. Capacity grows in steps of APPEND_STEP (the spare slots are attended as
+// masked scores, so a doubling would cost up to 2x the attention); trimming only shortens the held length.
 //
 // FixedKvCache (WebGPU, graphs whose manifest variant says `past_present_share_buffer`): one GPU buffer per
 // tensor of shape (1, kv_heads, capacity, head_dim), bound as both the past input and the present output of
@@ -28,14 +36,25 @@ const KV_BUFFER_USAGE = 0x80 | 0x04 | 0x08;
 /** First capacity of a fixed cache; doubled as the context grows. */
 export const INITIAL_CAPACITY = 256;
 
+/** An appended cache's capacity grows in steps of this many positions (converter/ort_model.py APPEND_STEP). */
+export const APPEND_STEP = 256;
+
 /**
  * Which cache a session gets.
- * @param {{provider: string, shareBuffer: boolean, requested?: 'auto'|'fixed'|'growing'}} o
+ * @param {{provider: string, shareBuffer: boolean, append?: boolean, requested?: 'auto'|'fixed'|'growing'}} o
  *   provider: the session's effective provider ('webgpu+wasm': ORT keeps shape arithmetic on the CPU, the
- *   attention runs on the GPU); shareBuffer: the graph the session runs supports it
- * @returns {'fixed'|'growing'}
+ *   attention runs on the GPU); shareBuffer: the graph the session runs supports it; append: the graph's
+ *   present.* are the new positions only (the manifest's `wasm_kv_cache: "append"`), which only AppendKvCache reads
+ * @returns {'fixed'|'growing'|'append'}
  */
 export function kvCacheMode(o) {
+  if (o.append) {
+    if (o.requested && o.requested !== 'auto') {
+      throw new Error(`kvCache "${o.requested}" does not fit this graph: its present outputs are the new positions only ` +
+        '(an appended cache, wasm_kv_cache "append"); use kvCache "auto"');
+    }
+    return 'append';
+  }
   // the cache lives in device buffers: only a provider whose outputs may stay on the device can hold it
   const lead = /** @type {keyof typeof PROVIDERS} */ (o.provider.split('+')[0]);
   const possible = lead in PROVIDERS && PROVIDERS[lead].deviceOutputs && o.shareBuffer;
@@ -151,6 +170,89 @@ export class GrowingKvCache extends KvCacheBase {
 
   /** @returns {{mode: 'growing', capacity: null, growths: null}} */
   info() { return { mode: 'growing', capacity: null, growths: null }; }
+}
+
+export class AppendKvCache extends KvCacheBase {
+  /** @param {any} ort @param {KvShape} shape @param {{limit: number}} o limit: the context length */
+  constructor(ort, shape, o) {
+    super(ort, shape);
+    this.limit = o.limit;
+    this.capacity = 0;
+    this.growths = 0;
+    /** @type {Record<string, Float32Array|Uint16Array>} past name -> (1, H, capacity, D) */
+    this.buffers = {};
+    /** @type {Record<string, any>} past name -> ort.Tensor over that buffer */
+    this.tensors = {};
+  }
+
+  /** @returns {{mode: 'append', capacity: number, growths: number}} */
+  info() { return { mode: 'append', capacity: this.capacity, growths: this.growths }; }
+
+  /** Buffers of `capacity` positions, the held ones carried over head by head. @param {number} capacity */
+  allocate(capacity) {
+    const { numKvHeads: H, headDim: D, dtype } = this.shape;
+    const held = this.tokens.length;
+    /** @type {Record<string, Float32Array|Uint16Array>} */
+    const buffers = {};
+    /** @type {Record<string, any>} */
+    const tensors = {};
+    for (const name of this.names()) {
+      // zeros, not garbage: the spare slots' scores are masked, but NaN there would survive the mask
+      const b = dtype === 'float16' ? new Uint16Array(H * capacity * D) : new Float32Array(H * capacity * D);
+      const old = this.buffers[name];
+      if (old && held > 0) for (let h = 0; h < H; h++) b.set(old.subarray(h * this.capacity * D, (h * this.capacity + held) * D), h * capacity * D);
+      buffers[name] = b;
+      tensors[name] = new this.ort.Tensor(dtype, b, [1, H, capacity, D]);
+    }
+    if (this.capacity > 0) this.growths++;
+    this.buffers = buffers;
+    this.tensors = tensors;
+    this.capacity = capacity;
+  }
+
+  /** Make room for n more positions (the next multiple of APPEND_STEP, capped at the context). @param {number} n */
+  async reserve(n) {
+    const need = this.tokens.length + n;
+    if (need <= this.capacity) return;
+    if (need > this.limit) throw new Error(`KV cache: ${need} positions exceed the context length ${this.limit}`);
+    this.allocate(Math.min(Math.ceil(need / APPEND_STEP) * APPEND_STEP, this.limit));
+  }
+
+  /** @returns {Record<string, any>} the past_key_values.* feeds: the whole buffers */
+  feeds() { return this.tensors; }
+
+  /** @returns {null} present.* (the new positions) are returned by the run */
+  fetches() { return null; }
+
+  /**
+   * Copy each present.* (1, H, n, D), the positions `fed` produced, in after the held ones.
+   * @param {Record<string, any>} outputs @param {number[]} fed
+   */
+  update(outputs, fed) {
+    const { numKvHeads: H, headDim: D } = this.shape;
+    const held = this.tokens.length;
+    const n = fed.length;
+    for (const name of this.names()) {
+      const t = outputs[name.replace('past_key_values.', 'present.')];
+      if (t.dims[2] !== n) throw new Error(`${name}: the run returned ${t.dims[2]} positions for ${n} fed tokens (is this graph's cache appended?)`);
+      const src = /** @type {Float32Array|Uint16Array} */ (t.data);
+      const dst = this.buffers[name];
+      for (let h = 0; h < H; h++) dst.set(src.subarray(h * n * D, (h + 1) * n * D), (h * this.capacity + held) * D);
+    }
+    this.tokens = this.tokens.concat(fed);
+  }
+
+  /** Keep the first n positions: later slots are masked until overwritten. @param {number} n */
+  async trim(n) { if (n < this.tokens.length) this.tokens = this.tokens.slice(0, n); }
+
+  reset() { this.tokens = []; }
+
+  release() {
+    this.tokens = [];
+    this.buffers = {};
+    this.tensors = {};
+    this.capacity = 0;
+  }
 }
 
 export class FixedKvCache extends KvCacheBase {

@@ -12,7 +12,8 @@ import { BlobFile } from './cache.js';
  * @typedef {{variant?: string, device?: 'auto'|'webgpu'|'wasm', unpackInt4?: boolean, kvCache?: 'auto'|'fixed'|'growing'}} LoadOptions
  *   unpackInt4: on WASM, run an int4 variant's dequantize-at-load graph when the bundle has one (default true)
  *   kvCache: 'auto' (default) a fixed-capacity cache written in place where the session can (WebGPU on a
- *   graph with past_present_share_buffer, see kv_cache.js), else the growing one; 'growing' forces the latter
+ *   graph with past_present_share_buffer, see kv_cache.js), the appended one on a WASM graph made for it, else the
+ *   growing one; 'growing' forces the latter (not on an appended graph)
  * @typedef {{getOrt: (provider: 'webgpu'|'wasm') => Promise<any>, gpu: any, logTap: import('./session.js').LogTap,
  *            store: import('./cache.js').ModelStore, now: () => number}} LoaderDeps
  * @typedef {{onProgress?: (p: LoadProgress) => void, signal?: AbortSignal}} LoadHooks
@@ -103,15 +104,18 @@ export const MIN_WASM_CONTEXT = 256;
 
 /**
  * The context length a WASM session can hold in the 4 GiB heap: the bundle's, or less when int8 weights + its
- * KV cache (past in, present out, and the attention's concatenation: 3 copies on WASM) would not fit. Throws
+ * KV cache would not fit: 1 copy for an appended cache (the past fed in; its buffer lives outside the heap),
+ * 3 for a growing one (past in, present out, and the attention's concatenation). Throws
  * OutOfMemoryError, with the numbers, when not even MIN_WASM_CONTEXT tokens fit.
  * @param {Manifest} m @param {string} variant @param {import('./manifest.js').FileEntry[]} weights
+ * @param {boolean} [appended] the session runs the variant's appended-cache WASM graph
  * @returns {number}
  */
-export function wasmContextLimit(m, variant, weights) {
+export function wasmContextLimit(m, variant, weights, appended = false) {
   const c = m.config;
   const wBytes = weights.reduce((s, f) => s + f.size, 0);
-  const kvPerToken = 3 * 2 * c.num_hidden_layers * c.num_key_value_heads * headDim(m) * 4;
+  const copies = appended ? 1 : 3;
+  const kvPerToken = copies * 2 * c.num_hidden_layers * c.num_key_value_heads * headDim(m) * 4;
   const fitContext = Math.floor((WASM_HEAP_BYTES - WASM_OVERHEAD_BYTES - wBytes) / kvPerToken);
   const least = Math.min(m.context_length, MIN_WASM_CONTEXT);
   if (fitContext >= least) return Math.min(m.context_length, fitContext);
@@ -170,8 +174,10 @@ function quotaError(m, entries, entry, e) {
  */
 export async function fetchVariant(deps, base, m, variant, hooks, provider = 'webgpu', unpackInt4 = true) {
   const entries = variantFiles(m, variant, provider, unpackInt4);
-  const shards = new Set(variantGraph(m, variant, provider, unpackInt4).externalData);
-  const contextLimit = provider === 'wasm' ? wasmContextLimit(m, variant, entries.filter((e) => shards.has(e.path))) : m.context_length;
+  const graph = variantGraph(m, variant, provider, unpackInt4);
+  const shards = new Set(graph.externalData);
+  const appended = graph.unpacked && m.variants[variant].wasm_kv_cache === 'append';
+  const contextLimit = provider === 'wasm' ? wasmContextLimit(m, variant, entries.filter((e) => shards.has(e.path)), appended) : m.context_length;
   await checkQuota(deps, base, m, entries);
   const total = entries.reduce((s, f) => s + f.size, 0);
   const tracker = new ProgressTracker(total, hooks.onProgress || (() => {}), deps.now);

@@ -14,9 +14,12 @@ const PREFERENCE = Object.freeze({
  * @typedef {{path: string, size: number, sha256: string}} FileEntry
  * @typedef {{model: string, wasm_model?: string, wasm_external_data?: string[], external_data: string[],
  *            activation_dtype: string, kv_dtype: string,
- *            requires_webgpu_features: string[], bytes: number, past_present_share_buffer?: boolean}} Variant
+ *            requires_webgpu_features: string[], bytes: number, past_present_share_buffer?: boolean,
+ *            wasm_kv_cache?: 'append'}} Variant
  *   past_present_share_buffer: `model` attends with GroupQueryAttention, which writes in place into one buffer
  *   bound as past and present (kv_cache.js FixedKvCache); absent in older bundles = false
+ *   wasm_kv_cache: "append" when `wasm_model`'s present.* are the new positions only (kv_cache.js AppendKvCache);
+ *   absent = its present.* are the whole cache
  * @typedef {{name: string, context_length: number, config: Record<string, any>,
  *            tokenizer: {file: string, config_file: string, bos_token_id: number|null,
  *                        eos_token_ids: number[], add_bos_token: boolean, has_chat_template: boolean},

@@ -63,6 +63,6 @@ export const Method = Object.freeze({
  * @property {string|null} context_limit_reason  why the engine caps the context below the manifest's, if it does
  * @property {number} load_s
  * @property {boolean} from_cache       every file came from the Cache API
- * @property {{mode: 'fixed'|'growing', capacity: number|null, growths: number|null}} kv_cache  the KV cache layout
+ * @property {{mode: 'fixed'|'growing'|'append', capacity: number|null, growths: number|null}} kv_cache  the KV cache layout
  *   (kv_cache.js): fixed = GPU buffers written in place, capacity positions, re-allocated `growths` times so far
  */
