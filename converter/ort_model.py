@@ -187,15 +187,15 @@ class OrtModel:
         return out
 
     def _greedy_append(self, prompt_ids: list[int], max_new_tokens: int, eos: bool) -> list[int]:
-        """Decode as the engine's WASM cache does (AppendKvCache): one buffer per tensor whose capacity grows in
-        steps of APPEND_STEP, fed whole (the slots past the held length are zeros, masked by the graph), and
+        """Decode as the engine's WASM cache does (AppendKvCache): one buffer per tensor whose capacity is the held length
+        rounded up to APPEND_STEP, fed whole (the slots past the held length are zeros, masked by the graph), and
         each run's new positions copied in after the held ones."""
         held, feed, out = 0, list(prompt_ids), []
         bufs: dict[str, np.ndarray] = {}
         for _ in range(max_new_tokens):
             need = held + len(feed)
-            if not bufs or need > next(iter(bufs.values())).shape[2]:
-                cap = min(-(-need // APPEND_STEP) * APPEND_STEP, self.context_length)
+            cap = min(-(-need // APPEND_STEP) * APPEND_STEP, self.context_length)
+            if not bufs or cap != next(iter(bufs.values())).shape[2]:
                 grown = {n: np.zeros((1, self.n_kv_heads, cap, self.head_dim), dtype=self.kv_dtype) for n in self.past_names}
                 for n, a in bufs.items():
                     grown[n][:, :, :held] = a[:, :, :held]

@@ -47,6 +47,7 @@ from onnx import TensorProto, helper, numpy_helper
 MS_DOMAIN = "com.microsoft"
 SINGLE_SEQUENCE_KEY = "webllama.single_sequence"  # model metadata: valid for one unpadded sequence only
 KV_APPEND_KEY = "webllama.kv_append"  # model metadata: present.* are the new positions only (see above)
+SPLIT_SIZES = "/model/wasm_attention/split_sizes"  # (C, S): the score row split into past slots and new keys
 MASKED_POSITION = 2**62  # a past slot beyond the cache: later than every query, so the causal test masks it
 NEG = float(np.finfo(np.float32).min)  # not -inf: a fully masked row would give NaN instead of a uniform row
 
@@ -97,6 +98,7 @@ def _shared(e: _Emitter, q: str, total_len: str, window: int, past_key: str | No
         held = e.op("Less", [slots, past], f"{p}/slots/Less")  # slot c holds a key iff c < P
         slots = e.op("Where", [held, slots, e.const(f"{p}/masked", MASKED_POSITION)], f"{p}/slots/Where")
         kpos = e.op("Concat", [slots, qpos], f"{p}/kpos/Concat", axis=0)  # (C + S,) past slots, then the new keys
+        e.op("Concat", [e.op("Unsqueeze", [cap, e.const(f"{p}/axes0d", [0])], f"{p}/C/Unsqueeze"), s], SPLIT_SIZES, axis=0)
     allowed = e.op(
         "LessOrEqual",
         [
@@ -150,17 +152,18 @@ def _unfuse(node: onnx.NodeProto, e: _Emitter, head: int, shared: tuple[str, str
     qr = e.op("Reshape", [q, e.const(f"{p}/q_shape", [0, 0, kv, g, head])], f"{p}/q/Reshape")  # (B, S, KV, G, D)
     q5 = e.op("Transpose", [qr], f"{p}/q/Transpose", perm=[0, 2, 3, 1, 4])  # (B, KV, G, S, D)
 
-    def kv_heads(x: str, tag: str) -> str:  # (B, S, KV*D) -> (B, KV, S, D)
+    def kv_heads(x: str, tag: str, out: str | None = None) -> str:  # (B, S, KV*D) -> (B, KV, S, D)
         r = e.op("Reshape", [x, e.const(f"{p}/{tag}_shape", [0, 0, kv, head])], f"{p}/{tag}/Reshape")
-        return e.op("Transpose", [r], f"{p}/{tag}/Transpose", perm=[0, 2, 1, 3])
+        return e.op("Transpose", [r], out or f"{p}/{tag}/Transpose", perm=[0, 2, 1, 3])
 
     axis2 = e.const(f"{p}/axes2", [2])
     scale = e.const(f"{p}/scale", float(a.get("scale", 0.0)) or 1.0 / float(np.sqrt(head)), np.float32)
 
-    def scores(keys: str, tag: str) -> tuple[str, str]:  # keys (B, KV, T, D) -> q Kᵀ * scale (B, KV, G, S, T), K5
+    def scores(keys: str, tag: str, query: str = q5, scaled: bool = False) -> str:  # (B, KV, T, D) -> (B, KV, G, S, T)
         k5 = e.op("Unsqueeze", [keys, axis2], f"{p}/{tag}/Unsqueeze")  # (B, KV, 1, T, D)
         kt = e.op("Transpose", [k5], f"{p}/{tag}T", perm=[0, 1, 2, 4, 3])  # (B, KV, 1, D, T)
-        return e.op("Mul", [e.op("MatMul", [q5, kt], f"{p}/q{tag}/MatMul"), scale], f"{p}/q{tag}/Mul")
+        qk = e.op("MatMul", [query, kt], f"{p}/q{tag}/MatMul")
+        return qk if scaled else e.op("Mul", [qk, scale], f"{p}/q{tag}/Mul")
 
     def weighted(probs: str, values: str, tag: str) -> str:  # (B, KV, G, S, T) x (B, KV, T, D) -> (B, KV, G, S, D)
         v5 = e.op("Unsqueeze", [values, axis2], f"{p}/{tag}/Unsqueeze")  # (B, KV, 1, T, D)
@@ -172,18 +175,16 @@ def _unfuse(node: onnx.NodeProto, e: _Emitter, head: int, shared: tuple[str, str
         probs = e.op("Softmax", [e.op("Add", [scores(present_k, "k"), bias], f"{p}/masked")], f"{p}/Softmax", axis=-1)
         ctx = weighted(probs, present_v, "v")  # (B, KV, G, S, D)
     else:  # present.* = the new positions only; the past is read where it lies, never concatenated
-        new_k = e.op("Identity", [kv_heads(k, "k")], node.output[1])  # (B, KV, S, D)
-        new_v = e.op("Identity", [kv_heads(v, "v")], node.output[2])
-        both = e.op("Concat", [scores(past_k, "kpast"), scores(new_k, "knew")], f"{p}/scores", axis=-1)  # (.., C + S)
+        # as few nodes as the concatenating form allows (each node costs a dispatch, which the browser's WASM
+        # threads make dear): the query scaled once for both score blocks, the split sizes shared by all layers
+        new_k, new_v = kv_heads(k, "k", node.output[1]), kv_heads(v, "v", node.output[2])  # (B, KV, S, D)
+        qs = e.op("Mul", [q5, scale], f"{p}/q/Mul")
+        both = e.op(
+            "Concat", [scores(past_k, "kpast", qs, True), scores(new_k, "knew", qs, True)], f"{p}/scores", axis=-1
+        )  # (B, KV, G, S, C + S)
         probs = e.op("Softmax", [e.op("Add", [both, bias], f"{p}/masked")], f"{p}/Softmax", axis=-1)
-        sizes = e.op(
-            "Concat",
-            [e.op("Shape", [past_k], f"{p}/C/Shape", start=2, end=3), e.op("Shape", [new_k], f"{p}/S/Shape", start=2, end=3)],
-            f"{p}/split_probs",
-            axis=0,
-        )
         e.nodes.append(
-            helper.make_node("Split", [probs, sizes], [f"{p}/probs_past", f"{p}/probs_new"], name=f"{p}/probs/Split", axis=-1)
+            helper.make_node("Split", [probs, SPLIT_SIZES], [f"{p}/probs_past", f"{p}/probs_new"], name=f"{p}/probs/Split", axis=-1)
         )
         ctx = e.op(
             "Add", [weighted(f"{p}/probs_past", past_v, "vpast"), weighted(f"{p}/probs_new", new_v, "vnew")], f"{p}/pv/Add"

@@ -214,6 +214,9 @@ test('appended kv cache: whole buffers fed, new positions copied in after the he
   assert.equal(kv.growths, 1);
   assert.deepEqual([at(0, 0, 0), at(0, 2, 1), at(1, 1, 0), at(1, 3, 0)], [1, 22, 111, 0]); // held positions carried per head
   await assert.rejects(kv.reserve(APPEND_STEP + 8), /exceed the context length 266/);
+  await kv.trim(1);
+  await kv.reserve(1); // a short prefix: back to one step (every run feeds the whole capacity), the held position kept
+  assert.deepEqual([kv.capacity, kv.growths, at(0, 0, 0), at(1, 0, 1)], [APPEND_STEP, 2, 1, 102]);
   kv.release();
   assert.equal(kv.capacity, 0);
 });

@@ -10,8 +10,9 @@
 // JS buffer per tensor, (1, kv_heads, capacity, head_dim), fed whole; each run's new positions are copied in
 // after the held ones. Why: onnxruntime-web's WASM build copies every output out of its heap into a new array
 // on each run (it has no heap-resident outputs), so a whole-cache present costs a pass over the cache and an
-// allocation of its size per token. Capacity grows in steps of APPEND_STEP (the spare slots are attended as
-// masked scores, so a doubling would cost up to 2x the attention); trimming only shortens the held length.
+// allocation of its size per token. Capacity is the held length rounded up to APPEND_STEP, grown and shrunk
+// by `reserve` (the spare slots are fed and attended as masked scores, so a doubling would cost up to 2x the
+// attention, and a stale large capacity would slow every short chat after a long one).
 //
 // FixedKvCache (WebGPU, graphs whose manifest variant says `past_present_share_buffer`): one GPU buffer per
 // tensor of shape (1, kv_heads, capacity, head_dim), bound as both the past input and the present output of
@@ -210,12 +211,17 @@ export class AppendKvCache extends KvCacheBase {
     this.capacity = capacity;
   }
 
-  /** Make room for n more positions (the next multiple of APPEND_STEP, capped at the context). @param {number} n */
+  /**
+   * Hold exactly the next multiple of APPEND_STEP at or above the held + n positions (capped at the context): grown
+   * when full, and shrunk after a reset or a trim to a short prefix, because every run feeds, and attends over, the
+   * whole capacity (a 128-token chat after a 2048-token one would otherwise decode at the long one's speed).
+   * @param {number} n
+   */
   async reserve(n) {
     const need = this.tokens.length + n;
-    if (need <= this.capacity) return;
     if (need > this.limit) throw new Error(`KV cache: ${need} positions exceed the context length ${this.limit}`);
-    this.allocate(Math.min(Math.ceil(need / APPEND_STEP) * APPEND_STEP, this.limit));
+    const capacity = Math.min(Math.ceil(need / APPEND_STEP) * APPEND_STEP, this.limit);
+    if (capacity !== this.capacity) this.allocate(capacity);
   }
 
   /** @returns {Record<string, any>} the past_key_values.* feeds: the whole buffers */
@@ -242,7 +248,7 @@ export class AppendKvCache extends KvCacheBase {
     this.tokens = this.tokens.concat(fed);
   }
 
-  /** Keep the first n positions: later slots are masked until overwritten. @param {number} n */
+  /** Keep the first n positions: later slots are masked until overwritten (or dropped by the next reserve). @param {number} n */
   async trim(n) { if (n < this.tokens.length) this.tokens = this.tokens.slice(0, n); }
 
   reset() { this.tokens = []; }
