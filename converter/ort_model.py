@@ -146,6 +146,24 @@ class OrtModel:
             mask = np.concatenate([mask, np.ones((1, 1), dtype=np.int64)], axis=1)
         return out
 
+    def _decode_steps(self, prompt_ids: list[int], max_new_tokens: int, eos: bool, step) -> list[int]:
+        """The greedy loop of the engine-shaped decoders: `step(feeds, held, need)` runs one call on the token
+        feeds of `need - held` new tokens after `held` cached ones and returns its logits."""
+        held, feed, out = 0, list(prompt_ids), []
+        for _ in range(max_new_tokens):
+            need = held + len(feed)
+            feeds = {
+                "input_ids": np.array([feed], dtype=np.int64),
+                "attention_mask": np.ones((1, need), dtype=np.int64),
+                "position_ids": np.arange(held, need, dtype=np.int64)[None],
+            }
+            nxt = int(np.argmax(step(feeds, held, need)[0, -1]))
+            out.append(nxt)
+            if eos and nxt in self.eos_token_ids:
+                break
+            held, feed = need, [nxt]
+        return out
+
     def _greedy_shared(self, prompt_ids: list[int], max_new_tokens: int, eos: bool, capacity: int) -> list[int]:
         import onnxruntime as ort
 
@@ -154,10 +172,10 @@ class OrtModel:
                 f"{self.bundle.root}: the {self.graph} graph of {self.variant} has no past_present_share_buffer "
                 "(its attention is not GroupQueryAttention); decode it with the growing cache"
             )
-        held, feed, out = 0, list(prompt_ids), []
         bufs: dict[str, object] = {}
-        for _ in range(max_new_tokens):
-            need = held + len(feed)
+
+        def step(feeds: dict, held: int, need: int) -> np.ndarray:
+            nonlocal bufs, capacity
             if need > capacity or not bufs:
                 while capacity < need:
                     capacity *= 2
@@ -170,48 +188,34 @@ class OrtModel:
                     grown[n] = ort.OrtValue.ortvalue_from_numpy(a)
                 bufs = grown
             b = self.session.io_binding()
-            b.bind_cpu_input("input_ids", np.array([feed], dtype=np.int64))
-            b.bind_cpu_input("attention_mask", np.ones((1, need), dtype=np.int64))
-            b.bind_cpu_input("position_ids", np.arange(held, need, dtype=np.int64)[None])
+            for n, v in feeds.items():
+                b.bind_cpu_input(n, v)
             for n, v in bufs.items():
                 b.bind_ortvalue_input(n, v)
                 b.bind_ortvalue_output(n.replace("past_key_values.", "present.", 1), v)
             b.bind_output("logits")
             self.session.run_with_iobinding(b)
-            logits = b.copy_outputs_to_cpu()[-1]
-            nxt = int(np.argmax(logits[0, -1]))
-            out.append(nxt)
-            if eos and nxt in self.eos_token_ids:
-                break
-            held, feed = need, [nxt]
-        return out
+            return b.copy_outputs_to_cpu()[-1]
+
+        return self._decode_steps(prompt_ids, max_new_tokens, eos, step)
 
     def _greedy_append(self, prompt_ids: list[int], max_new_tokens: int, eos: bool) -> list[int]:
         """Decode as the engine's WASM cache does (AppendKvCache): one buffer per tensor whose capacity is the held length
         rounded up to APPEND_STEP, fed whole (the slots past the held length are zeros, masked by the graph), and
         each run's new positions copied in after the held ones."""
-        held, feed, out = 0, list(prompt_ids), []
         bufs: dict[str, np.ndarray] = {}
-        for _ in range(max_new_tokens):
-            need = held + len(feed)
+
+        def step(feeds: dict, held: int, need: int) -> np.ndarray:
+            nonlocal bufs
             cap = min(-(-need // APPEND_STEP) * APPEND_STEP, self.context_length)
             if not bufs or cap != next(iter(bufs.values())).shape[2]:
                 grown = {n: np.zeros((1, self.n_kv_heads, cap, self.head_dim), dtype=self.kv_dtype) for n in self.past_names}
                 for n, a in bufs.items():
                     grown[n][:, :, :held] = a[:, :, :held]
                 bufs = grown
-            feeds = {
-                "input_ids": np.array([feed], dtype=np.int64),
-                "attention_mask": np.ones((1, need), dtype=np.int64),
-                "position_ids": np.arange(held, need, dtype=np.int64)[None],
-                **bufs,
-            }
-            logits, *present = self.session.run(["logits", *self.present_names], feeds)
+            logits, *present = self.session.run(["logits", *self.present_names], {**feeds, **bufs})
             for n, v in zip(self.present_names, present, strict=True):
                 bufs[n.replace("present.", "past_key_values.", 1)][:, :, held:need] = v
-            nxt = int(np.argmax(logits[0, -1]))
-            out.append(nxt)
-            if eos and nxt in self.eos_token_ids:
-                break
-            held, feed = need, [nxt]
-        return out
+            return logits
+
+        return self._decode_steps(prompt_ids, max_new_tokens, eos, step)

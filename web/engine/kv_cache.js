@@ -88,6 +88,17 @@ class KvCacheBase {
     return out;
   }
 
+  /**
+   * Take freshly allocated buffers (and their tensors) of `capacity` positions; every allocation after the first
+   * counts as a growth (the fixed and appended caches).
+   * @param {Record<string, any>} buffers @param {Record<string, any>} tensors @param {number} capacity
+   */
+  adopt(buffers, tensors, capacity) {
+    const self = /** @type {any} */ (this);
+    if (self.capacity > 0) self.growths++;
+    Object.assign(self, { buffers, tensors, capacity });
+  }
+
   /** @param {number[]} ids @returns {number} length of the common prefix of ids and the held tokens */
   commonPrefix(ids) {
     const n = Math.min(ids.length, this.tokens.length);
@@ -205,10 +216,7 @@ export class AppendKvCache extends KvCacheBase {
       buffers[name] = b;
       tensors[name] = new this.ort.Tensor(dtype, b, [1, H, capacity, D]);
     }
-    if (this.capacity > 0) this.growths++;
-    this.buffers = buffers;
-    this.tensors = tensors;
-    this.capacity = capacity;
+    this.adopt(buffers, tensors, capacity);
   }
 
   /**
@@ -332,10 +340,7 @@ export class FixedKvCache extends KvCacheBase {
     }
     if (encoder) this.device.queue.submit([encoder.finish()]);
     this.destroyBuffers();
-    if (this.capacity > 0) this.growths++;
-    this.buffers = buffers;
-    this.tensors = tensors;
-    this.capacity = capacity;
+    this.adopt(buffers, tensors, capacity);
   }
 
   /** Make room for n more positions (doubling, capped at the context length). @param {number} n */
